@@ -1,0 +1,1 @@
+//! Language models: loading (GGUF, Hugging Face), tokenizers, architectures, batched sampling.

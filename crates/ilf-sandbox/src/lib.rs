@@ -1,0 +1,1 @@
+//! Runs untrusted Python against tests in an isolated warm worker pool.

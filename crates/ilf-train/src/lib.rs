@@ -1,0 +1,1 @@
+//! Supervised fine-tuning: masked loss, AdamW, LoRA, checkpoints, exports.

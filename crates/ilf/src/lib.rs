@@ -1,0 +1,4 @@
+//! The `ilf` command line: each subcommand parses its arguments and calls one library function.
+
+pub mod cmd;
+pub mod output;

@@ -1,0 +1,31 @@
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use ilf::output::Output;
+
+/// Imitation learning from language feedback for code models.
+#[derive(Parser)]
+#[command(name = "ilf", version, about)]
+struct Cli {
+    /// Print nothing but errors.
+    #[arg(long, short, global = true, env = "ILF_QUIET")]
+    quiet: bool,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true, env = "ILF_JSON")]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("ILF_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let out = Output { quiet: cli.quiet, json: cli.json };
+    let _ = out;
+    match cli.command {}
+}

@@ -6,6 +6,7 @@
 pub mod error;
 mod lexer;
 pub mod mbpp;
+pub mod metrics;
 pub mod prompt;
 pub mod records;
 pub mod split;

@@ -4,6 +4,7 @@
 //! sandbox, so every stage can read and write the same records.
 
 pub mod error;
+pub mod fetch;
 mod lexer;
 pub mod mbpp;
 pub mod metrics;

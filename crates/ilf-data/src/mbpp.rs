@@ -58,8 +58,22 @@ impl Mbpp {
     /// asserts per task, and a locatable signature of the entry point in every gold program (so
     /// every task has a prompt).
     pub fn load(path: &Path) -> Result<Mbpp, DataError> {
-        let tasks: Vec<Task> = records::read_jsonl(path)?;
+        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses and validates MBPP from the bytes of a file; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Mbpp, DataError> {
+        let tasks: Vec<Task> = records::parse_lines(path, bytes)?;
         Self::from_tasks(tasks, path)
+    }
+
+    /// The same tasks, recorded as read from `path` (after a copy).
+    pub(crate) fn with_path(self, path: &Path) -> Mbpp {
+        Mbpp {
+            path: path.to_path_buf(),
+            ..self
+        }
     }
 
     fn from_tasks(mut tasks: Vec<Task>, path: &Path) -> Result<Mbpp, DataError> {

@@ -171,7 +171,10 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, DataError>
     parse_lines(path, &bytes)
 }
 
-fn parse_lines<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Vec<T>, DataError> {
+pub(crate) fn parse_lines<T: DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<T>, DataError> {
     let mut records = Vec::new();
     for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let line_number = index + 1;

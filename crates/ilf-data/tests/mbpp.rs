@@ -159,3 +159,50 @@ fn prompt_snapshots() {
         insta::assert_snapshot!(format!("prompts_{split}"), text);
     }
 }
+
+/// Loads `lines` (the real file's lines, edited) from a temporary `mbpp.jsonl`.
+fn load_edited(edit: impl FnOnce(&mut Vec<Vec<u8>>)) -> String {
+    let path = std::env::var_os("ILF_MBPP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| shared_data().join("mbpp.jsonl"));
+    let bytes = std::fs::read(path).unwrap();
+    let mut lines: Vec<Vec<u8>> = bytes.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    edit(&mut lines);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mbpp.jsonl");
+    std::fs::write(&file, lines.join(&b'\n')).unwrap();
+    Mbpp::load(&file).unwrap_err().to_string()
+}
+
+#[test]
+fn load_rejects_damaged_files_and_says_where() {
+    let err = load_edited(|lines| {
+        lines.pop();
+    });
+    assert!(err.contains("expected 974 MBPP tasks, found 973"), "{err}");
+    let err = load_edited(|lines| lines[4] = b"{\"task_id\": 5,".to_vec());
+    assert!(err.contains("mbpp.jsonl:5: invalid JSON"), "{err}");
+    let err = load_edited(|lines| lines[6].insert(10, 0xff));
+    assert!(err.contains("mbpp.jsonl:7: not valid UTF-8"), "{err}");
+    let err = load_edited(|lines| {
+        let mut task: Value = serde_json::from_slice(&lines[1]).unwrap();
+        task["task_id"] = 1.into();
+        lines[1] = serde_json::to_vec(&task).unwrap();
+    });
+    assert!(err.contains("task id 1 appears more than once"), "{err}");
+    let err = load_edited(|lines| {
+        let mut task: Value = serde_json::from_slice(&lines[20]).unwrap();
+        task["test_list"].as_array_mut().unwrap().pop();
+        lines[20] = serde_json::to_vec(&task).unwrap();
+    });
+    assert!(err.contains("task 21: expected 3 tests, found 2"), "{err}");
+    let err = load_edited(|lines| {
+        let mut task: Value = serde_json::from_slice(&lines[10]).unwrap();
+        task["code"] = "def other(s, ch):\r\n    return s".into();
+        lines[10] = serde_json::to_vec(&task).unwrap();
+    });
+    assert!(
+        err.contains("task 11") && err.contains("def remove_Occ("),
+        "{err}"
+    );
+}

@@ -35,7 +35,7 @@ pub enum DataError {
     Invalid { path: PathBuf, message: String },
     #[error("task {task_id}: {message}")]
     Task { task_id: u32, message: String },
-    #[error("no MBPP file found (looked at {looked}); run `ilf data fetch` or pass --mbpp PATH")]
+    #[error("no MBPP file ({looked}); run `ilf data fetch` or pass --mbpp PATH")]
     MbppNotFound { looked: String },
     #[error("bad task ids {spec:?}: {message} (expected e.g. `11-20,42`)")]
     TaskIds { spec: String, message: String },

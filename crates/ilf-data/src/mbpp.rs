@@ -140,7 +140,7 @@ impl Mbpp {
         }
         Err(DataError::MbppNotFound {
             looked: format!(
-                "--mbpp not given, $ILF_MBPP not set, {} absent",
+                "--mbpp not given, $ILF_MBPP not set, {} does not exist",
                 cached.display()
             ),
         })

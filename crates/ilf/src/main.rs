@@ -17,7 +17,9 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    Data(ilf::cmd::data::DataArgs),
+}
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -25,7 +27,11 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let out = Output { quiet: cli.quiet, json: cli.json };
-    let _ = out;
-    match cli.command {}
+    let out = Output {
+        quiet: cli.quiet,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Data(args) => ilf::cmd::data::run(args, out),
+    }
 }

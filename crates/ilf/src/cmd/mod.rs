@@ -1,1 +1,3 @@
 //! One module per subcommand: arguments (clap `Args`) and a `run` function.
+
+pub mod data;

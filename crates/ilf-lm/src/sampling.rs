@@ -1,0 +1,417 @@
+//! Batched sampling: many sequences decoded together, each prompt prefilled once and its K/V
+//! shared by its samples (the paper draws 30 samples per prompt at T = 0.8).
+//!
+//! Reproducibility: sample `j` of a request with seed `s` draws from its own ChaCha8 stream seeded
+//! by `(s, j)`, so its text does not depend on what else shares the batch, on the batch size, or
+//! on whether other samples were generated in an earlier (resumed) run.
+
+use crate::models::{KvCache, Model};
+use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+/// How to pick each next token.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// 0 means greedy (argmax).
+    pub temperature: f64,
+    /// Nucleus sampling: keep the most likely tokens whose probability adds up to `top_p`; 1 keeps
+    /// all.
+    pub top_p: f64,
+    /// Keep only the `top_k` most likely tokens; 0 keeps all.
+    pub top_k: usize,
+    /// New tokens at most.
+    pub max_tokens: usize,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 1.0,
+            top_k: 0,
+            max_tokens: 384,
+        }
+    }
+}
+
+/// One prompt and which of its samples to draw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenRequest {
+    pub prompt: String,
+    /// Sample indices to generate (each has its own random stream); `0..n` for a fresh run, the
+    /// missing ones when resuming.
+    pub samples: Vec<usize>,
+    pub seed: u64,
+    pub params: SamplingParams,
+}
+
+impl GenRequest {
+    /// Samples `0..n` of `prompt`.
+    pub fn new(prompt: impl Into<String>, n: usize, seed: u64, params: SamplingParams) -> Self {
+        Self {
+            prompt: prompt.into(),
+            samples: (0..n).collect(),
+            seed,
+            params,
+        }
+    }
+}
+
+/// Why a sample ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// The caller's stop rule matched; the completion is cut there.
+    Stop,
+    /// The model produced an end-of-sequence token.
+    Eos,
+    /// The token limit (or the model's context) was reached.
+    Length,
+}
+
+/// One finished sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Index of the request in the slice given to [`Generator::generate`].
+    pub request: usize,
+    pub sample: usize,
+    /// The text after the prompt, cut by the stop rule.
+    pub completion: String,
+    /// Tokens generated (including any past the stop point and the end-of-sequence token).
+    pub tokens: usize,
+    pub finish_reason: FinishReason,
+}
+
+/// Where a completion ends, given the text generated so far (the caller knows the task; this
+/// crate does not).
+pub trait StopRule: Sync {
+    /// Byte index at which to cut `completion`, or `None` to keep going.
+    fn stop_index(&self, completion: &str) -> Option<usize>;
+}
+
+impl<F: Fn(&str) -> Option<usize> + Sync> StopRule for F {
+    fn stop_index(&self, completion: &str) -> Option<usize> {
+        self(completion)
+    }
+}
+
+/// No stop rule: run to EOS or the token limit.
+pub struct NoStop;
+
+impl StopRule for NoStop {
+    fn stop_index(&self, _: &str) -> Option<usize> {
+        None
+    }
+}
+
+/// The seam between sampling and its backend (our model here; an OpenAI-compatible server
+/// elsewhere).
+pub trait Generator {
+    /// Generates every sample of every request, calling `on_done` as each finishes (in
+    /// completion order, not request order).
+    fn generate(
+        &self,
+        requests: &[GenRequest],
+        stop: &dyn StopRule,
+        on_done: &mut dyn FnMut(Generation) -> Result<()>,
+    ) -> Result<()>;
+
+    /// Collects [`Generator::generate`]'s output per request, samples in the order requested.
+    fn generate_all(
+        &self,
+        requests: &[GenRequest],
+        stop: &dyn StopRule,
+    ) -> Result<Vec<Vec<Generation>>> {
+        let mut out: Vec<Vec<Generation>> = requests.iter().map(|_| Vec::new()).collect();
+        self.generate(requests, stop, &mut |g| {
+            out[g.request].push(g);
+            Ok(())
+        })?;
+        for (req, gens) in requests.iter().zip(out.iter_mut()) {
+            gens.sort_by_key(|g| req.samples.iter().position(|&s| s == g.sample));
+        }
+        Ok(out)
+    }
+}
+
+/// Samples from a [`Model`] on its device.
+pub struct LocalGenerator<'a> {
+    pub model: &'a Model,
+    pub tokenizer: &'a Tokenizer,
+    pub eos_token_ids: Vec<u32>,
+    /// Sequences decoded together at most.
+    pub batch_size: usize,
+}
+
+/// The random stream of sample `sample` under `seed`.
+pub fn sample_rng(seed: u64, sample: usize) -> ChaCha8Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&(sample as u64).to_le_bytes());
+    ChaCha8Rng::from_seed(key)
+}
+
+/// Picks a token from `logits` (one row) under `params`.
+pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> u32 {
+    if params.temperature <= 0.0 {
+        return argmax(logits);
+    }
+    let inv_t = 1.0 / params.temperature;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let weight = |i: usize| ((logits[i] as f64 - max) * inv_t).exp();
+    let by_logit_desc = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    let full = params.top_k == 0 || params.top_k >= logits.len();
+    if full && params.top_p >= 1.0 {
+        let total: f64 = (0..logits.len()).map(weight).sum();
+        let mut target = rng.random::<f64>() * total;
+        for (i, _) in logits.iter().enumerate() {
+            target -= weight(i);
+            if target <= 0.0 {
+                return i as u32;
+            }
+        }
+        return argmax(logits);
+    }
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    if !full {
+        idx.select_nth_unstable_by(params.top_k - 1, by_logit_desc);
+        idx.truncate(params.top_k);
+    }
+    let total: f64 = idx.iter().map(|&i| weight(i)).sum();
+    idx.sort_unstable_by(by_logit_desc);
+    if params.top_p < 1.0 {
+        let mut mass = 0.0;
+        let mut keep = idx.len();
+        for (n, &i) in idx.iter().enumerate() {
+            mass += weight(i) / total;
+            if mass >= params.top_p {
+                keep = n + 1;
+                break;
+            }
+        }
+        idx.truncate(keep.max(1));
+    }
+    let kept: f64 = idx.iter().map(|&i| weight(i)).sum();
+    let mut target = rng.random::<f64>() * kept;
+    for &i in &idx {
+        target -= weight(i);
+        if target <= 0.0 {
+            return i as u32;
+        }
+    }
+    idx[0] as u32
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// One sequence being decoded.
+struct Row {
+    request: usize,
+    sample: usize,
+    rng: ChaCha8Rng,
+    tokens: Vec<u32>,
+    limit: usize,
+}
+
+impl LocalGenerator<'_> {
+    fn encode_prompts(&self, requests: &[GenRequest]) -> Result<Vec<Vec<u32>>> {
+        let ctx = self.model.config().max_position_embeddings;
+        requests
+            .iter()
+            .enumerate()
+            .map(|(r, req)| {
+                let ids = crate::tokenizer::encode(self.tokenizer, &req.prompt)?;
+                if ids.is_empty() {
+                    bail!("request {r}: the prompt is empty");
+                }
+                if ids.len() >= ctx {
+                    let head: String = req.prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(60).collect();
+                    bail!("request {r} ({head:?}…): the prompt has {} tokens but the model's context is {ctx}; shorten the prompt", ids.len());
+                }
+                Ok(ids)
+            })
+            .collect()
+    }
+
+    /// Splits the work into batches of at most `batch_size` rows, keeping each request's samples
+    /// together where they fit.
+    fn plan(&self, requests: &[GenRequest]) -> Vec<Vec<(usize, Vec<usize>)>> {
+        let cap = self.batch_size.max(1);
+        let mut groups = Vec::new();
+        let mut current: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut rows = 0;
+        for (r, req) in requests.iter().enumerate() {
+            let mut rest: &[usize] = &req.samples;
+            while !rest.is_empty() {
+                if rows == cap {
+                    groups.push(std::mem::take(&mut current));
+                    rows = 0;
+                }
+                let take = rest.len().min(cap - rows);
+                current.push((r, rest[..take].to_vec()));
+                rows += take;
+                rest = &rest[take..];
+            }
+        }
+        if !current.is_empty() {
+            groups.push(current);
+        }
+        groups
+    }
+
+    fn run_group(
+        &self,
+        requests: &[GenRequest],
+        prompts: &[Vec<u32>],
+        group: &[(usize, Vec<usize>)],
+        stop: &dyn StopRule,
+        on_done: &mut dyn FnMut(Generation) -> Result<()>,
+    ) -> Result<()> {
+        let cfg = self.model.config();
+        let device = self.model.device();
+        let ctx = cfg.max_position_embeddings;
+        let longest = group
+            .iter()
+            .map(|(r, _)| prompts[*r].len())
+            .max()
+            .unwrap_or(0);
+        let mut prefills = Vec::with_capacity(group.len());
+        let mut first_logits = Vec::with_capacity(group.len());
+        for (r, _) in group {
+            let ids = &prompts[*r];
+            let mut cache = KvCache::new(cfg, 1, ids.len(), device)?;
+            let input = Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?;
+            let logits = self
+                .model
+                .forward_with_cache(&input, &mut cache)
+                .with_context(|| format!("prefilling request {r}"))?;
+            first_logits.push(logits.squeeze(0)?.to_vec1::<f32>()?);
+            prefills.push(cache);
+        }
+        let mut rows = Vec::new();
+        for (g, (r, samples)) in group.iter().enumerate() {
+            let req = &requests[*r];
+            let limit = req.params.max_tokens.min(ctx - prompts[*r].len());
+            for &s in samples {
+                let mut rng = sample_rng(req.seed, s);
+                let first = sample_token(&first_logits[g], &req.params, &mut rng);
+                rows.push(Row {
+                    request: *r,
+                    sample: s,
+                    rng,
+                    tokens: vec![first],
+                    limit,
+                });
+            }
+        }
+        let max_new = rows.iter().map(|r| r.limit).max().unwrap_or(0);
+        let parts: Vec<(&KvCache, usize)> = prefills
+            .iter()
+            .zip(group)
+            .map(|(c, (_, s))| (c, s.len()))
+            .collect();
+        let mut cache = KvCache::from_prefixes(&parts, longest + max_new)?;
+        drop(prefills);
+        loop {
+            // Retire finished rows, then decode one step for the rest.
+            let mut keep = Vec::with_capacity(rows.len());
+            let mut finished = Vec::new();
+            for (i, row) in rows.iter().enumerate() {
+                match self.check(row, stop)? {
+                    Some(g) => finished.push(g),
+                    None => keep.push(i),
+                }
+            }
+            for g in finished {
+                on_done(g)?;
+            }
+            if keep.is_empty() {
+                return Ok(());
+            }
+            if keep.len() != rows.len() {
+                cache.select_rows(&keep)?;
+                let mut old: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
+                rows = keep
+                    .iter()
+                    .map(|&i| old[i].take().expect("each kept row once"))
+                    .collect();
+            }
+            let last: Vec<u32> = rows
+                .iter()
+                .map(|r| *r.tokens.last().expect("rows start with a token"))
+                .collect();
+            let input = Tensor::from_vec(last, (rows.len(), 1), device)?;
+            let logits = self
+                .model
+                .forward_with_cache(&input, &mut cache)?
+                .to_vec2::<f32>()?;
+            rows.par_iter_mut()
+                .zip(logits.par_iter())
+                .for_each(|(row, l)| {
+                    let t = sample_token(l, &requests[row.request].params, &mut row.rng);
+                    row.tokens.push(t);
+                });
+        }
+    }
+
+    /// `Some` when `row` is finished.
+    fn check(&self, row: &Row, stop: &dyn StopRule) -> Result<Option<Generation>> {
+        let last = *row.tokens.last().expect("rows start with a token");
+        let done = |completion: String, reason| Generation {
+            request: row.request,
+            sample: row.sample,
+            completion,
+            tokens: row.tokens.len(),
+            finish_reason: reason,
+        };
+        let eos = self.eos_token_ids.contains(&last);
+        let body = if eos {
+            &row.tokens[..row.tokens.len() - 1]
+        } else {
+            &row.tokens[..]
+        };
+        let text = crate::tokenizer::decode(self.tokenizer, body)?;
+        if let Some(i) = stop.stop_index(&text) {
+            let mut cut = i.min(text.len());
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            return Ok(Some(done(text[..cut].to_string(), FinishReason::Stop)));
+        }
+        if eos {
+            return Ok(Some(done(text, FinishReason::Eos)));
+        }
+        if row.tokens.len() >= row.limit {
+            return Ok(Some(done(text, FinishReason::Length)));
+        }
+        Ok(None)
+    }
+}
+
+impl Generator for LocalGenerator<'_> {
+    fn generate(
+        &self,
+        requests: &[GenRequest],
+        stop: &dyn StopRule,
+        on_done: &mut dyn FnMut(Generation) -> Result<()>,
+    ) -> Result<()> {
+        let prompts = self.encode_prompts(requests)?;
+        for group in self.plan(requests) {
+            self.run_group(requests, &prompts, &group, stop, on_done)?;
+        }
+        Ok(())
+    }
+}

@@ -34,7 +34,6 @@ fn streaming_agrees_with_truncation_on_real_samples() {
         // Every line end, and every 5th character: a stop, once seen, never moves.
         let ends = body
             .char_indices()
-            .map(|(i, c)| (i, c))
             .filter(|&(i, c)| c == '\n' || i % 5 == 0);
         for (i, _) in ends {
             if let Some(stop) = stop_index(&body[..i]) {

@@ -1,0 +1,16 @@
+//! Feedback sources for ILF (ilf-method.md §1.2, step 2): people through an annotation web app,
+//! the failing program's own verdict, and (with `ilf-lm`) a language model. Every source writes
+//! the paper's annotation records ([`annotations::AnnotationRecord`]).
+//!
+//! - [`store`]: the SQLite annotation store (tasks, failing programs, feedback, refinements,
+//!   annotators, reviews).
+//! - [`annotations`]: the paper's JSONL schema, import/export, edit distances.
+//! - [`failures`]: failing programs read from `ilf eval`'s `results.jsonl`.
+//! - [`execution`]: execution feedback, the verdict said in words.
+//! - [`app`]: the axum web app behind `ilf annotate`.
+
+pub mod annotations;
+pub mod app;
+pub mod execution;
+pub mod failures;
+pub mod store;

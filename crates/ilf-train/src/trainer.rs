@@ -68,7 +68,8 @@ impl TrainOptions {
     /// Checks the numbers that do not depend on the model.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |s: String| Err(TrainError::InvalidSetting(s));
-        if self.micro_batch == 0 || self.batch == 0 || !self.batch.is_multiple_of(self.micro_batch) {
+        if self.micro_batch == 0 || self.batch == 0 || !self.batch.is_multiple_of(self.micro_batch)
+        {
             return bad(format!(
                 "--batch {} must be a positive multiple of --micro-batch {}",
                 self.batch, self.micro_batch

@@ -85,7 +85,9 @@ impl SampleRow {
 ///
 /// `extra` holds the sample's other fields (`completion`, `sample_index`, ...). serde's
 /// `flatten` cannot split the keys between two flattened parts on its own (a flattened map would
-/// also swallow the outcome's keys), so the (de)serialisation is written out.
+/// also swallow the outcome's keys), so the (de)serialisation is written out. A key of `extra`
+/// that names one of the row's own fields is not written: the field's value wins, so the line
+/// never holds a duplicate key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultRow {
     pub task_id: u32,
@@ -152,7 +154,10 @@ impl Serialize for ResultRow {
             };
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("task_id", &self.task_id)?;
-        for (key, value) in &self.extra {
+        let own = |key: &str| {
+            matches!(key, "task_id" | "program" | "passed") || outcome.contains_key(key)
+        };
+        for (key, value) in self.extra.iter().filter(|(key, _)| !own(key)) {
             map.serialize_entry(key, value)?;
         }
         map.serialize_entry("program", &self.program)?;

@@ -1,4 +1,5 @@
 //! The `ilf` command line: each subcommand parses its arguments and calls one library function.
 
 pub mod cmd;
+pub mod eval;
 pub mod output;

@@ -19,6 +19,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Data(ilf::cmd::data::DataArgs),
+    Eval(ilf::cmd::eval::EvalArgs),
+    Annotate(ilf::cmd::annotate::AnnotateArgs),
+    Feedback(ilf::cmd::feedback::FeedbackArgs),
 }
 
 fn main() -> Result<()> {
@@ -33,5 +36,8 @@ fn main() -> Result<()> {
     };
     match cli.command {
         Command::Data(args) => ilf::cmd::data::run(args, out),
+        Command::Eval(args) => ilf::cmd::eval::run(args, out),
+        Command::Annotate(args) => ilf::cmd::annotate::run(args, out),
+        Command::Feedback(args) => ilf::cmd::feedback::run(args, out),
     }
 }

@@ -1,3 +1,6 @@
 //! One module per subcommand: arguments (clap `Args`) and a `run` function.
 
+pub mod annotate;
 pub mod data;
+pub mod eval;
+pub mod feedback;

@@ -1,10 +1,13 @@
 //! Supervised fine-tuning: masked loss, AdamW, LoRA, checkpoints, exports.
 
 pub mod adamw;
+pub mod base;
 pub mod checkpoint;
 pub mod data;
 pub mod encode;
 pub mod error;
+pub mod export;
+pub mod job;
 pub mod lora;
 pub mod loss;
 pub mod loss_curve;
@@ -15,3 +18,4 @@ pub mod trainable;
 pub mod trainer;
 
 pub use error::TrainError;
+pub use job::{train, TrainJob, TrainReport};

@@ -349,8 +349,19 @@ fn fingerprint(config: &Config, sequences: &[Sequence], options: &TrainOptions) 
     Ok(format!("{:x}", h.finalize()))
 }
 
-/// Observes a run: a micro-batch finished, a step finished.
+/// Where a run starts, once any checkpoint is restored.
+#[derive(Debug, Clone, Copy)]
+pub struct Start {
+    pub steps_done: usize,
+    pub total_steps: usize,
+    pub micro_batches_left: usize,
+    pub examples: usize,
+    pub trainable_parameters: usize,
+}
+
+/// Observes a run: it started (or resumed), a micro-batch finished, a step finished.
 pub trait Observer {
+    fn start(&mut self, _start: &Start) {}
     fn micro_batch(&mut self, _progress: MicroProgress) {}
     fn step(&mut self, _metrics: &StepMetrics, _total_steps: usize) {}
 }
@@ -378,6 +389,13 @@ pub fn run(
     let metrics_path = out_dir.join("metrics.jsonl");
     let mut log = MetricsLog::open(&metrics_path, trainer.steps_done())?;
     let mut history = read_metrics(&metrics_path)?;
+    observer.start(&Start {
+        steps_done: trainer.steps_done(),
+        total_steps: trainer.total_steps(),
+        micro_batches_left: trainer.micro_batches_left(),
+        examples: trainer.sequences.len(),
+        trainable_parameters: trainer.trainable.trainable_count(),
+    });
     while !trainer.is_done() {
         let metrics = trainer.step(&mut |p| observer.micro_batch(p))?;
         log.append(&metrics)?;

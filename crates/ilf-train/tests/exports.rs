@@ -1,0 +1,149 @@
+//! Exports of a trained tiny model load back through `ilf-lm` with the same logits, and the PEFT
+//! adapter has PEFT's layout.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use ilf_lm::load::{load, LoadMode};
+use ilf_lm::models::Architecture;
+use ilf_train::export::{export, ExportFormat, ExportSource};
+use ilf_train::lora::LoraOptions;
+use ilf_train::trainable::Method;
+use ilf_train::trainer::{TrainOptions, Trainer};
+
+fn trained(arch: Architecture, method: Method) -> Trainer {
+    let cfg = common::config(arch);
+    let options = TrainOptions {
+        method,
+        lr: 1e-2,
+        epochs: 1,
+        batch: 2,
+        micro_batch: 1,
+        max_len: 64,
+        ..Default::default()
+    };
+    let mut t = Trainer::new(
+        &cfg,
+        common::weights(&cfg, 11),
+        &common::tokenizer(),
+        &common::examples(),
+        options,
+    )
+    .unwrap();
+    while !t.is_done() {
+        t.step(&mut |_| {}).unwrap();
+    }
+    t
+}
+
+fn lora() -> Method {
+    Method::Lora(LoraOptions {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        ..Default::default()
+    })
+}
+
+fn source<'a>(t: &'a Trainer, tokenizer: &'a tokenizers::Tokenizer) -> ExportSource<'a> {
+    ExportSource {
+        trainable: &t.trainable,
+        tokenizer,
+        end_of_text: t.end_of_text(),
+        base_spec: "tiny",
+        gguf_metadata: None,
+    }
+}
+
+fn ids() -> Tensor {
+    Tensor::new(&[[3u32, 77, 150, 42, 9, 300, 12]], &Device::Cpu).unwrap()
+}
+
+#[test]
+fn hf_directory_and_gguf_reload_with_the_trained_logits() {
+    let tokenizer = common::tokenizer();
+    for (arch, method) in [
+        (Architecture::Qwen2, Method::Full),
+        (Architecture::Llama, lora()),
+    ] {
+        let t = trained(arch, method);
+        let want = t.trainable.model.forward(&ids()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(&t, &tokenizer);
+        for format in [ExportFormat::Hf, ExportFormat::Gguf, ExportFormat::GgufF16] {
+            let path = export(&src, format, dir.path()).unwrap();
+            let loaded = load(path.to_str().unwrap(), &Device::Cpu, LoadMode::Inference).unwrap();
+            assert_eq!(loaded.config.architecture, arch);
+            let got = loaded.model.forward(&ids()).unwrap();
+            let diff = common::max_diff(&want, &got);
+            let tolerance = if format == ExportFormat::GgufF16 {
+                5e-2
+            } else {
+                1e-4
+            };
+            assert!(
+                diff < tolerance,
+                "{arch:?} {format:?}: logits differ by {diff}"
+            );
+            let text = "def f(x):\n    return x + 1\n";
+            assert_eq!(
+                loaded.tokenizer.encode(text, false).unwrap().get_ids(),
+                tokenizer.encode(text, false).unwrap().get_ids(),
+                "{format:?} tokenizer"
+            );
+        }
+        let hf = dir.path().join("hf");
+        for file in [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "generation_config.json",
+        ] {
+            assert!(hf.join(file).is_file(), "missing {file}");
+        }
+        let generation: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(hf.join("generation_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(generation["eos_token_id"][0], t.end_of_text());
+    }
+}
+
+#[test]
+fn peft_adapter_has_peft_keys_shapes_and_config() {
+    let tokenizer = common::tokenizer();
+    let t = trained(Architecture::Qwen2, lora());
+    let dir = tempfile::tempdir().unwrap();
+    let path = export(&source(&t, &tokenizer), ExportFormat::Peft, dir.path()).unwrap();
+    let tensors =
+        candle_core::safetensors::load(path.join("adapter_model.safetensors"), &Device::Cpu)
+            .unwrap();
+    assert_eq!(
+        tensors.len(),
+        2 * 7 * 2,
+        "A and B for 7 modules in 2 layers"
+    );
+    let a = &tensors["base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight"];
+    let b = &tensors["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"];
+    assert_eq!(a.dims(), &[4, 64]);
+    assert_eq!(b.dims(), &[64, 4]);
+    let adapter = t
+        .trainable
+        .adapters
+        .iter()
+        .find(|a| a.module == "model.layers.1.mlp.down_proj")
+        .unwrap();
+    assert_eq!(common::max_diff(b, adapter.b.as_tensor()), 0.0);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["r"], 4);
+    assert_eq!(config["lora_alpha"], 8.0);
+    assert_eq!(config["target_modules"].as_array().unwrap().len(), 7);
+
+    let full = trained(Architecture::Qwen2, Method::Full);
+    let err = export(&source(&full, &tokenizer), ExportFormat::Peft, dir.path()).unwrap_err();
+    assert!(err.to_string().contains("needs a LoRA run"), "{err}");
+}

@@ -7,10 +7,10 @@ use ilf::output::Output;
 #[command(name = "ilf", version, about)]
 struct Cli {
     /// Print nothing but errors.
-    #[arg(long, short, global = true, env = "ILF_QUIET")]
+    #[arg(long, short, global = true, env = "ILF_QUIET", value_parser = clap::builder::FalseyValueParser::new())]
     quiet: bool,
     /// Print machine-readable JSON instead of tables.
-    #[arg(long, global = true, env = "ILF_JSON")]
+    #[arg(long, global = true, env = "ILF_JSON", value_parser = clap::builder::FalseyValueParser::new())]
     json: bool,
     #[command(subcommand)]
     command: Command,
@@ -22,6 +22,8 @@ enum Command {
     Eval(ilf::cmd::eval::EvalArgs),
     Annotate(ilf::cmd::annotate::AnnotateArgs),
     Feedback(ilf::cmd::feedback::FeedbackArgs),
+    Run(ilf::cmd::run::RunArgs),
+    Train(ilf::cmd::train::TrainArgs),
 }
 
 fn main() -> Result<()> {
@@ -39,5 +41,7 @@ fn main() -> Result<()> {
         Command::Eval(args) => ilf::cmd::eval::run(args, out),
         Command::Annotate(args) => ilf::cmd::annotate::run(args, out),
         Command::Feedback(args) => ilf::cmd::feedback::run(args, out),
+        Command::Run(args) => ilf::cmd::run::run(args, out),
+        Command::Train(args) => ilf::cmd::train::run(args, out),
     }
 }

@@ -4,3 +4,4 @@ pub mod annotate;
 pub mod data;
 pub mod eval;
 pub mod feedback;
+pub mod train;

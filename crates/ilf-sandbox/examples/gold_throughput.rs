@@ -1,0 +1,102 @@
+//! Runs MBPP's 974 gold programs through the sandbox and prints programs/s and the pass count.
+//!
+//! `cargo run --release -p ilf-sandbox --example gold_throughput -- [MBPP.jsonl] [--timeout S] [--workers N]`
+//! (default file: `$ILF_MBPP`, else /work/shared/data/mbpp.jsonl).
+
+use std::io::BufRead;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ilf_sandbox::{Job, Pool, PoolConfig, Status};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let mut path =
+        std::env::var("ILF_MBPP").unwrap_or_else(|_| "/work/shared/data/mbpp.jsonl".into());
+    let mut cfg = PoolConfig::default();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--timeout" => {
+                cfg.timeout =
+                    Duration::from_secs_f64(args.next().ok_or("--timeout needs seconds")?.parse()?)
+            }
+            "--workers" => cfg.workers = args.next().ok_or("--workers needs a count")?.parse()?,
+            other => path = other.to_string(),
+        }
+    }
+    let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+    let mut tasks: Vec<(u64, Job)> = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| format!("{path}:{}: {e}", n + 1))?;
+        let text = |k: &str| {
+            row[k]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{path}:{}: no string `{k}`", n + 1))
+        };
+        let tests = row["test_list"]
+            .as_array()
+            .ok_or_else(|| format!("{path}:{}: no test_list", n + 1))?;
+        tasks.push((
+            row["task_id"].as_u64().unwrap_or(0),
+            Job {
+                program: text("code")?,
+                setup: text("test_setup_code")?,
+                tests: tests
+                    .iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect(),
+                timeout: None,
+            },
+        ));
+    }
+    let started = Instant::now();
+    let pool = Pool::start(cfg.clone())?;
+    let start_s = started.elapsed().as_secs_f64();
+    eprintln!("{}", pool.isolation());
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    let passed = AtomicUsize::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..cfg.workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((id, job)) = tasks.get(i) else { break };
+                let out = pool.run(job);
+                if out.status == Status::Passed {
+                    passed.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures.lock().unwrap().push((*id, out));
+                }
+            });
+        }
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let mut failures = failures.into_inner()?;
+    failures.sort_by_key(|(id, _)| *id);
+    for (id, out) in &failures {
+        println!(
+            "task {id}: {} — {}",
+            out.status,
+            serde_json::to_string(out)?
+        );
+    }
+    println!(
+        "{} programs, {} passed, {:.1} s, {:.0} programs/s with {} workers at {} s (pool start {:.2} s)",
+        tasks.len(),
+        passed.load(Ordering::Relaxed),
+        secs,
+        tasks.len() as f64 / secs,
+        cfg.workers,
+        cfg.timeout.as_secs_f64(),
+        start_s
+    );
+    Ok(())
+}

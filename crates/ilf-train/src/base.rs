@@ -25,6 +25,9 @@ pub struct Base {
 
 const TRAINABLE: &str = "qwen2, llama";
 
+/// The base model when none is named: the registry's default policy model.
+pub use ilf_lm::registry::DEFAULT as DEFAULT_BASE;
+
 /// Resolves `spec`, checks that its architecture is one the trainer can train (reading only
 /// the header or `config.json`), then loads every weight as f32.
 pub fn load_base(spec: &str) -> Result<Base> {

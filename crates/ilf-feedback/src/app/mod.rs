@@ -20,12 +20,16 @@ mod routes;
 pub use diff::{diff_html, diff_lines, DiffLine};
 pub use rate_limit::{RateLimit, RateLimiter};
 
-use crate::store::Store;
+use crate::failures::read_failures;
+use crate::store::{Counts, ImportSummary, Store};
 use anyhow::{bail, Context, Result};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ilf_data::mbpp::Mbpp;
 use ilf_data::verdict::ProgramOutcome;
+use serde::Serialize;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Runs a program against its tests. The app holds one for its run-tests action; the sandbox
@@ -33,6 +37,17 @@ use std::sync::Arc;
 pub trait TestRunner: Send + Sync + 'static {
     /// Runs `program` after `setup` against the asserts in `tests`.
     fn run_tests(&self, program: &str, setup: &str, tests: &[String]) -> ProgramOutcome;
+}
+
+impl TestRunner for ilf_sandbox::Pool {
+    fn run_tests(&self, program: &str, setup: &str, tests: &[String]) -> ProgramOutcome {
+        self.run(&ilf_sandbox::Job {
+            program: program.to_string(),
+            setup: setup.to_string(),
+            tests: tests.to_vec(),
+            timeout: None,
+        })
+    }
 }
 
 /// Settings of a running app.
@@ -105,6 +120,88 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
         .with_context(|| format!("the annotation server on {addr} stopped with an error"))
+}
+
+/// Everything `ilf annotate` needs to import failing programs and serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub db: PathBuf,
+    /// `ilf eval`'s results: failing programs to import before serving (idempotent).
+    pub results: Option<PathBuf>,
+    /// The MBPP file the results were made from (`Mbpp::resolve` rules when `None`).
+    pub mbpp: Option<PathBuf>,
+    pub bind: SocketAddr,
+    pub public: bool,
+    pub config: AppConfig,
+}
+
+/// What `ilf annotate` did before serving.
+#[derive(Debug, Clone, Serialize)]
+pub struct Started {
+    pub url: String,
+    pub imported: Option<ImportSummary>,
+    pub counts: Counts,
+}
+
+/// Opens the store, imports `results`, starts the sandbox pool and serves until Ctrl-C (or
+/// SIGTERM). `on_start` is told the address once the socket listens.
+pub fn run_server(options: ServeOptions, on_start: impl FnOnce(&Started)) -> Result<()> {
+    check_bind(options.bind, options.public)?;
+    let store = Arc::new(Store::open(&options.db)?);
+    let imported = match &options.results {
+        Some(results) => {
+            let mbpp = Mbpp::resolve(options.mbpp.as_deref())?;
+            let failures = read_failures(results, &mbpp)?;
+            Some(store.import_programs(&failures.tasks, &failures.programs)?)
+        }
+        None => None,
+    };
+    let pool = ilf_sandbox::Pool::start(ilf_sandbox::PoolConfig::default())
+        .context("cannot start the sandbox pool for the run-tests action")?;
+    let state = AppState::new(Arc::clone(&store), Arc::new(pool), options.config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(options.bind)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}; is another server using the port?",
+                    options.bind
+                )
+            })?;
+        let addr = listener.local_addr()?;
+        on_start(&Started {
+            url: format!("http://{addr}/"),
+            imported,
+            counts: store.counts()?,
+        });
+        serve(listener, state, shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!("cannot listen for SIGTERM: {error}");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }
 
 /// An error shown to the user as a page (HTML-escaped) with a status code.

@@ -10,7 +10,7 @@ use crate::store::{random_token, ProgramInfo, Role, Session, Submission, SubmitE
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use ilf_data::verdict::{ProgramOutcome, Status};
@@ -239,10 +239,11 @@ async fn login(
     let token = form.token;
     match blocking(&state, move |store| store.login(&token)).await? {
         Some((session_token, _)) => Ok((
-            [
+            // Two Set-Cookie headers: a plain header array would keep only the last one.
+            AppendHeaders([
                 set_cookie(SESSION_COOKIE, &session_token, 7 * 24 * 3600),
                 set_cookie(LOGIN_COOKIE, "", 0),
-            ],
+            ]),
             Redirect::to("/"),
         )
             .into_response()),

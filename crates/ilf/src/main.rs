@@ -23,6 +23,8 @@ enum Command {
     Annotate(ilf::cmd::annotate::AnnotateArgs),
     Feedback(ilf::cmd::feedback::FeedbackArgs),
     Run(ilf::cmd::run::RunArgs),
+    /// Check which sandbox isolation is in force on this machine.
+    Sandbox(ilf::cmd::sandbox::SandboxArgs),
     Train(ilf::cmd::train::TrainArgs),
 }
 
@@ -42,6 +44,7 @@ fn main() -> Result<()> {
         Command::Annotate(args) => ilf::cmd::annotate::run(args, out),
         Command::Feedback(args) => ilf::cmd::feedback::run(args, out),
         Command::Run(args) => ilf::cmd::run::run(args, out),
+        Command::Sandbox(args) => ilf::cmd::sandbox::run(args, out),
         Command::Train(args) => ilf::cmd::train::run(args, out),
     }
 }

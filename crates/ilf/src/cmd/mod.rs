@@ -4,4 +4,5 @@ pub mod annotate;
 pub mod data;
 pub mod eval;
 pub mod feedback;
+pub mod sandbox;
 pub mod train;

@@ -28,7 +28,10 @@ enum SandboxCommand {
 pub fn run(args: SandboxArgs, out: Output) -> Result<()> {
     match args.command {
         SandboxCommand::Check { strict, python } => {
-            let cfg = ilf_sandbox::PoolConfig { python, ..Default::default() };
+            let cfg = ilf_sandbox::PoolConfig {
+                python,
+                ..Default::default()
+            };
             let report = ilf_sandbox::check(&cfg);
             if out.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -13,9 +13,13 @@ pub mod fetch;
 pub mod linear;
 pub mod load;
 pub mod models;
+#[cfg(feature = "http")]
+pub mod openai;
 pub mod python;
 pub mod registry;
 pub mod sampling;
+#[cfg(feature = "http")]
+pub mod serve;
 pub mod tokenizer;
 
 pub use linear::{Linear, Lora};

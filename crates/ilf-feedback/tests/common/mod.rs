@@ -68,11 +68,20 @@ pub async fn start(programs: &[(u32, String)], config: AppConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("ilf.db")).unwrap());
     let mbpp = mbpp();
+    let pool = ilf_sandbox::Pool::start(ilf_sandbox::PoolConfig::default())
+        .expect("start the sandbox pool");
     let mut tasks = Vec::new();
     let mut new = Vec::new();
     for (task_id, program) in programs {
         let task = mbpp.get(*task_id).unwrap();
         tasks.push(task_info(task));
+        // The verdict `ilf eval` would have recorded.
+        let verdict = pool.run(&ilf_sandbox::Job {
+            program: program.clone(),
+            setup: task.test_setup_code.clone(),
+            tests: task.test_list.clone(),
+            timeout: None,
+        });
         new.push(NewProgram {
             task_id: *task_id,
             program: program.clone(),
@@ -81,14 +90,12 @@ pub async fn start(programs: &[(u32, String)], config: AppConfig) -> Server {
                 &task.test_list,
                 &task.entry_point(),
             ),
-            verdict: None,
+            verdict: Some(verdict),
             sample: Some(0),
             origin: "test fixture".into(),
         });
     }
     store.import_programs(&tasks, &new).unwrap();
-    let pool = ilf_sandbox::Pool::start(ilf_sandbox::PoolConfig::default())
-        .expect("start the sandbox pool");
     let state = AppState::new(Arc::clone(&store), Arc::new(pool), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -3,3 +3,4 @@
 pub mod cmd;
 pub mod eval;
 pub mod output;
+pub mod pipeline;

@@ -4,5 +4,6 @@ pub mod annotate;
 pub mod data;
 pub mod eval;
 pub mod feedback;
+pub mod run;
 pub mod sandbox;
 pub mod train;

@@ -33,15 +33,9 @@ pub enum FetchEvent {
     Done(PathBuf),
 }
 
-/// `$ILF_CACHE`, else `~/.cache/ilf`.
+/// `$ILF_CACHE`, else `~/.cache/ilf` (the rule every ilf cache follows).
 pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("ILF_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache").join("ilf")
+    ilf_data::cache_dir()
 }
 
 /// Where a registry model lives once fetched.

@@ -145,13 +145,23 @@ impl Linear {
     }
 }
 
+/// Up to this many rows, `x Wᵀ` is computed as `(W xᵀ)ᵀ`: with few rows (decoding) the GEMM
+/// kernel streams the weight far better in that orientation (measured 2–4× on the 0.5B model's
+/// shapes at 10 rows); with many rows (training, prefill) the usual orientation is as fast.
+const FEW_ROWS: usize = 48;
+
 /// `x Wᵀ` for `x` of any rank: the leading dimensions are flattened into one matrix so a single
-/// GEMM runs over the whole batch (the transposed view costs no copy).
+/// GEMM runs over the whole batch (the transposed views cost no copy of the weight).
 fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dims = x.dims();
     let in_features = x.dim(D::Minus1)?;
     let rows = x.elem_count() / in_features.max(1);
-    let y = x.reshape((rows, in_features))?.matmul(&w.t()?)?;
+    let x2 = x.reshape((rows, in_features))?;
+    let y = if rows <= FEW_ROWS {
+        w.matmul(&x2.t()?)?.t()?
+    } else {
+        x2.matmul(&w.t()?)?
+    };
     let mut out_dims = dims[..dims.len() - 1].to_vec();
     out_dims.push(w.dim(0)?);
     y.reshape(out_dims)

@@ -94,6 +94,7 @@ pub struct OpenAiGenerator {
     next: AtomicUsize,
     /// Set once a server answered `n > 1` with fewer choices.
     ignores_n: AtomicBool,
+    retried: AtomicUsize,
 }
 
 /// How one attempt failed.
@@ -150,7 +151,13 @@ impl OpenAiGenerator {
             replicas,
             next: AtomicUsize::new(0),
             ignores_n: AtomicBool::new(false),
+            retried: AtomicUsize::new(0),
         })
+    }
+
+    /// Attempts retried so far (connection errors, 429, 5xx, cut streams), for run reports.
+    pub fn retried(&self) -> usize {
+        self.retried.load(Ordering::Relaxed)
     }
 
     /// The next live replica in round-robin order; when all are backing off, the one that
@@ -308,6 +315,7 @@ impl OpenAiGenerator {
                         tokio::time::sleep(backoff).await;
                     }
                     attempt += 1;
+                    self.retried.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

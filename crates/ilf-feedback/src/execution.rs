@@ -122,7 +122,14 @@ pub fn describe_failure(outcome: &ProgramOutcome) -> String {
             lines.push(line);
         }
     }
-    if let Some(detail) = &outcome.detail {
+    // The sandbox's detail often repeats the error message; say it once.
+    let repeated = |detail: &str| {
+        outcome
+            .error
+            .as_ref()
+            .is_some_and(|e| detail.contains(&e.message))
+    };
+    if let Some(detail) = outcome.detail.as_deref().filter(|d| !repeated(d)) {
         lines.push(format!(
             "The sandbox reported: {}.",
             detail.trim_end_matches('.')

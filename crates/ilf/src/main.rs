@@ -26,6 +26,7 @@ enum Command {
     /// Check which sandbox isolation is in force on this machine.
     Sandbox(ilf::cmd::sandbox::SandboxArgs),
     Train(ilf::cmd::train::TrainArgs),
+    Serve(ilf::cmd::serve::ServeArgs),
 }
 
 fn main() -> Result<()> {
@@ -46,5 +47,6 @@ fn main() -> Result<()> {
         Command::Run(args) => ilf::cmd::run::run(args, out),
         Command::Sandbox(args) => ilf::cmd::sandbox::run(args, out),
         Command::Train(args) => ilf::cmd::train::run(args, out),
+        Command::Serve(args) => ilf::cmd::serve::run(args, out),
     }
 }

@@ -6,4 +6,5 @@ pub mod eval;
 pub mod feedback;
 pub mod run;
 pub mod sandbox;
+pub mod serve;
 pub mod train;

@@ -29,6 +29,7 @@ pub(crate) fn probe(controller: &str) -> Result<PathBuf, String> {
 pub(crate) struct WorkerGroups {
     memory: Option<PathBuf>,
     pids: Option<PathBuf>,
+    cpu: Option<PathBuf>,
 }
 
 impl WorkerGroups {
@@ -36,6 +37,7 @@ impl WorkerGroups {
     pub(crate) fn create(
         memory: Option<&Path>,
         pids: Option<&Path>,
+        cpu: Option<&Path>,
         name: &str,
         memory_bytes: u64,
         max_tasks: u64,
@@ -65,12 +67,30 @@ impl WorkerGroups {
         let pids = pids
             .map(|b| make(b, &[("pids.max", max_tasks.to_string())]))
             .transpose()?;
-        Ok(WorkerGroups { memory, pids })
+        // One core per worker: a fork bomb cannot starve the other workers' jobs of CPU, so
+        // their CPU-time verdicts stay the same under it.
+        let cpu = cpu
+            .map(|b| {
+                make(
+                    b,
+                    &[
+                        ("cpu.cfs_period_us", "100000".into()),
+                        ("cpu.cfs_quota_us", "100000".into()),
+                    ],
+                )
+            })
+            .transpose()?;
+        Ok(WorkerGroups { memory, pids, cpu })
     }
 
     /// Moves a process (the zygote) into the groups; its descendants follow.
     pub(crate) fn add(&self, pid: u32) -> Result<(), String> {
-        for dir in self.memory.iter().chain(self.pids.iter()) {
+        for dir in self
+            .memory
+            .iter()
+            .chain(self.pids.iter())
+            .chain(self.cpu.iter())
+        {
             fs::write(dir.join("cgroup.procs"), pid.to_string())
                 .map_err(|e| format!("cannot move pid {pid} into {}: {e}", dir.display()))?;
         }
@@ -79,7 +99,12 @@ impl WorkerGroups {
 
     /// Kills every process left in the groups (a job whose zygote died mid-run).
     pub(crate) fn kill_all(&self) {
-        for dir in self.memory.iter().chain(self.pids.iter()) {
+        for dir in self
+            .memory
+            .iter()
+            .chain(self.pids.iter())
+            .chain(self.cpu.iter())
+        {
             for _ in 0..20 {
                 let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
                 let pids: Vec<i32> = procs
@@ -120,7 +145,12 @@ impl WorkerGroups {
 
 impl Drop for WorkerGroups {
     fn drop(&mut self) {
-        for dir in self.memory.iter().chain(self.pids.iter()) {
+        for dir in self
+            .memory
+            .iter()
+            .chain(self.pids.iter())
+            .chain(self.cpu.iter())
+        {
             // A group can only be removed once empty; the zygote was killed and reaped just before.
             for _ in 0..50 {
                 if fs::remove_dir(dir).is_ok() {

@@ -18,7 +18,8 @@
 //! capabilities dropped (so rlimits cannot be raised again), stdin/stdout/stderr on `/dev/null`,
 //! an environment of four fixed variables.
 //!
-//! Per worker, from outside: a cgroup v1 memory cap for the whole job tree and a pids cap (fork
+//! Per worker, from outside: a cgroup v1 memory cap for the whole job tree, one core at most, and a
+//! pids cap (fork
 //! bombs; `RLIMIT_NPROC` does not bind root).
 
 use std::ffi::CString;
@@ -131,6 +132,7 @@ pub(crate) struct Capabilities {
     pub root: bool,
     pub cgroup_memory: Option<PathBuf>,
     pub cgroup_pids: Option<PathBuf>,
+    pub cgroup_cpu: Option<PathBuf>,
     pub report: IsolationReport,
 }
 
@@ -280,6 +282,16 @@ pub(crate) fn probe(cfg: &PoolConfig, python: &Interpreter) -> Capabilities {
             Err(e) => e.clone(),
         },
     );
+    let cpu = cgroup::probe("cpu");
+    report.push(
+        "cgroup v1 cpu",
+        "one job starving the others",
+        cpu.is_ok(),
+        match &cpu {
+            Ok(_) => "at most one core per worker".to_string(),
+            Err(e) => e.clone(),
+        },
+    );
     report.push(
         "wall deadline",
         "sleeps, blocking",
@@ -315,6 +327,7 @@ pub(crate) fn probe(cfg: &PoolConfig, python: &Interpreter) -> Capabilities {
         root,
         cgroup_memory: memory.ok(),
         cgroup_pids: pids.ok(),
+        cgroup_cpu: cpu.ok(),
         report,
     }
 }

@@ -31,8 +31,10 @@ const MAX_JOB_BYTES: usize = 4 << 20;
 /// How long a zygote may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Extra time the worker gets beyond the job's wall deadline before it is declared hung.
-const WORKER_GRACE: Duration = Duration::from_secs(10);
+/// Extra time the worker gets beyond the job's wall deadline before it is declared hung: the
+/// zygote enforces the deadline itself, so this only fires when the machine is starved for
+/// long enough that the zygote cannot run at all.
+const WORKER_GRACE: Duration = Duration::from_secs(30);
 
 static POOLS: AtomicUsize = AtomicUsize::new(0);
 
@@ -303,11 +305,16 @@ impl Worker {
             let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700));
         }
         let setup = ZygoteSetup::new(&pool.caps, &pool.python, &tmp).map_err(fail)?;
-        let groups = if pool.caps.cgroup_memory.is_some() || pool.caps.cgroup_pids.is_some() {
+        let caps = &pool.caps;
+        let groups = if caps.cgroup_memory.is_some()
+            || caps.cgroup_pids.is_some()
+            || caps.cgroup_cpu.is_some()
+        {
             Some(
                 WorkerGroups::create(
                     pool.caps.cgroup_memory.as_deref(),
                     pool.caps.cgroup_pids.as_deref(),
+                    pool.caps.cgroup_cpu.as_deref(),
                     &format!("{}-w{index}-{generation}", pool.id),
                     isolation::cgroup_memory_limit(&pool.cfg),
                     pool.cfg.max_tasks,

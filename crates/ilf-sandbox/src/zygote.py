@@ -37,6 +37,15 @@ for _name in (
 import linecache  # noqa: E402
 import numbers  # noqa: E402
 
+
+
+def _exit(code=None):
+    raise SystemExit(code)
+
+
+# `-S` skips `site`, which is what defines exit() and quit(); programs may call them.
+builtins.exit = builtins.quit = _exit
+
 CLONE_NEWPID = 0x20000000
 PR_CAPBSET_DROP = 24
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -138,7 +147,12 @@ class _Unserializable(Exception):
 def _serializer(max_items, max_chars):
     # Built from references taken before the program runs; the program can still tamper with
     # them, which only changes what it reports, never what it is compared against.
-    _type, _len, _id, _sorted = type, len, id, sorted
+    _type, _len, _id, _set, _bytes, _complex, _getattr = type, len, id, set, bytes, complex, getattr
+    str_str, float_float, complex_real, complex_imag = str.__str__, float.__float__, complex.real.__get__, complex.imag.__get__
+    INF, NINF = float("inf"), float("-inf")
+    int_bit_length, int_int, _ValueError = int.bit_length, int.__int__, ValueError
+    T_bool, T_int, T_float, T_complex, T_str, T_bytes = bool, int, float, complex, str, bytes
+    T_bytearray, T_list, T_tuple, T_dict, T_set, T_frozenset = bytearray, list, tuple, dict, set, frozenset
     int_repr, float_repr, str_repr, bytes_repr = int.__repr__, float.__repr__, str.__repr__, bytes.__repr__
     _int, _float, _isinstance = int, float, isinstance
     dict_items, list_iter, tuple_iter = dict.items, list.__iter__, tuple.__iter__
@@ -149,7 +163,7 @@ def _serializer(max_items, max_chars):
     def fl(x):
         if x != x:
             return "float('nan')"
-        if x in (float("inf"), float("-inf")):
+        if x == INF or x == NINF:
             return "float('inf')" if x > 0 else "float('-inf')"
         return float_repr(x)
 
@@ -166,40 +180,43 @@ def _serializer(max_items, max_chars):
         if v is False:
             return "False"
         t = _type(v)
-        if _isinstance(v, bool):
+        if _isinstance(v, T_bool):
             return "True" if v else "False"
-        if _isinstance(v, int):
+        if _isinstance(v, T_int):
+            bits = int_bit_length(v)
+            if bits > 200000:
+                raise _Unserializable("an int of %d bits" % bits)
             try:
-                return int_repr(int.__int__(v))
-            except ValueError:
+                return int_repr(int_int(v))
+            except _ValueError:
                 raise _Unserializable("an int too large to print")
-        if _isinstance(v, float):
-            return fl(float.__float__(v))
-        if _isinstance(v, complex):
-            return "complex(%s, %s)" % (fl(complex.real.__get__(v)), fl(complex.imag.__get__(v)))
-        if _isinstance(v, (str, bytes, bytearray)):
+        if _isinstance(v, T_float):
+            return fl(float_float(v))
+        if _isinstance(v, T_complex):
+            return "complex(%s, %s)" % (fl(complex_real(v)), fl(complex_imag(v)))
+        if _isinstance(v, (T_str, T_bytes, T_bytearray)):
             n = _len(v)
             budget[0] += n // 16
             if n > max_chars:
                 raise _Unserializable("a %s of %d characters" % (t.__name__, n))
-            if _isinstance(v, str):
-                return str_repr(str.__str__(v))
-            return bytes_repr(bytes(v))
-        if _isinstance(v, (list, tuple, dict, set, frozenset)):
+            if _isinstance(v, T_str):
+                return str_repr(str_str(v))
+            return bytes_repr(_bytes(v))
+        if _isinstance(v, (T_list, T_tuple, T_dict, T_set, T_frozenset)):
             if _id(v) in seen:
                 raise _Unserializable("a container that contains itself")
             seen.add(_id(v))
             try:
-                if _isinstance(v, list):
+                if _isinstance(v, T_list):
                     return "[" + ", ".join([ser(x, depth + 1, seen) for x in list_iter(v)]) + "]"
-                if _isinstance(v, tuple):
+                if _isinstance(v, T_tuple):
                     items = [ser(x, depth + 1, seen) for x in tuple_iter(v)]
                     return "(" + ", ".join(items) + ("," if _len(items) == 1 else "") + ")"
-                if _isinstance(v, dict):
+                if _isinstance(v, T_dict):
                     return "{" + ", ".join(
                         [ser(k, depth + 1, seen) + ": " + ser(x, depth + 1, seen) for k, x in dict_items(v)]
                     ) + "}"
-                if _isinstance(v, frozenset):
+                if _isinstance(v, T_frozenset):
                     return "frozenset([" + ", ".join([ser(x, depth + 1, seen) for x in fset_iter(v)]) + "])"
                 items = [ser(x, depth + 1, seen) for x in set_iter(v)]
                 return "set([" + ", ".join(items) + "])"
@@ -211,13 +228,13 @@ def _serializer(max_items, max_chars):
         if _isinstance(v, Real):
             return fl(_float(v))
         if _isinstance(v, Complex):
-            c = complex(v)
+            c = _complex(v)
             return "complex(%s, %s)" % (fl(c.real), fl(c.imag))
-        raise _Unserializable("an object of type %s" % getattr(t, "__name__", "?"))
+        raise _Unserializable("an object of type %s" % _getattr(t, "__name__", "?"))
 
     def serialize(v):
         budget[0] = 0
-        return ser(v, 0, set())
+        return ser(v, 0, _set())
 
     return serialize
 
@@ -226,48 +243,55 @@ def _serializer(max_items, max_chars):
 _SERIALIZE = _serializer(CFG["max_items"], CFG["output_bytes"] // 4)
 
 
+# The harness below may run after the program patched builtins or modules; it uses only these
+# references, taken now. (A program that breaks the harness anyway only earns an error: verdicts
+# are decided on the trusted side.)
+_str, _type, _isinstance, _len, _enc = str, type, isinstance, len, json.encoder.encode_basestring_ascii
+_BaseException, _SyntaxError, _extract_tb = BaseException, SyntaxError, traceback.extract_tb
+
+
 def _clean_text(s, limit):
     try:
-        s = str(s)
-    except BaseException:
+        s = _str(s)
+    except _BaseException:
         s = "<unprintable>"
     s = s.encode("utf-8", "backslashreplace").decode("utf-8")
-    return s if len(s) <= limit else s[:limit] + "..."
+    return s if _len(s) <= limit else s[:limit] + "..."
+
+
+def _json_error(kind, message, lines=()):
+    return '{"type": %s, "message": %s, "traceback": [%s]}' % (
+        _enc(_clean_text(kind, 200)), _enc(_clean_text(message, 2000)), ", ".join([_enc(x) for x in lines])
+    )
 
 
 def _error_info(exc, filenames):
     try:
-        kind = type(exc).__name__
-    except BaseException:
+        kind = _type(exc).__name__
+    except _BaseException:
         kind = "?"
-    try:
-        message = _clean_text(exc, 2000)
-    except BaseException:
-        message = "<unprintable>"
     lines = []
     try:
-        for frame in traceback.extract_tb(exc.__traceback__, limit=64):
+        for frame in _extract_tb(exc.__traceback__, limit=64):
             if frame.filename in filenames:
                 text = "line %d, in %s" % (frame.lineno, frame.name)
                 if frame.line:
                     text += ": " + frame.line.strip()
                 lines.append(_clean_text(text, 500))
-        if isinstance(exc, SyntaxError) and exc.filename in filenames:
+        if _isinstance(exc, _SyntaxError) and exc.filename in filenames:
             lines.append(_clean_text("line %s: %s" % (exc.lineno, (exc.text or "").strip()), 500))
-    except BaseException:
+    except _BaseException:
         pass
-    return json.dumps({"type": _clean_text(kind, 200), "message": message, "traceback": lines[-20:]})
+    return _json_error(kind, exc, lines[-20:])
 
 
-def _job(req, result_fd):
-    write = os.write
-    dumps = json.dumps
-
+def _job(req, result_fd, _compile=compile, _exec=exec, _eval=eval, _enumerate=enumerate,
+         _memoryview=memoryview, _exit=os._exit, _write=os.write):
     def emit(line):
         data = (line + "\n").encode("utf-8", "backslashreplace")
-        view = memoryview(data)
+        view = _memoryview(data)
         while view:
-            view = view[write(3, view):]
+            view = view[_write(3, view):]
 
     # /dev/null may itself sit on fd 3, so point 0-2 at it before fd 3 is taken.
     for fd in (0, 1, 2):
@@ -287,32 +311,32 @@ def _job(req, result_fd):
         linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     for filename, text, tag in sources:
         try:
-            code = compile(text, filename, "exec")
-        except BaseException as e:
+            code = _compile(text, filename, "exec")
+        except _BaseException as e:
             emit(("S " if tag == "P" else "T ") + _error_info(e, names))
-            os._exit(0)
+            _exit(0)
         try:
-            exec(code, g)
-        except BaseException as e:
+            _exec(code, g)
+        except _BaseException as e:
             emit(tag + " " + _error_info(e, names))
-            os._exit(0)
-    for i, expr in enumerate(req["exprs"]):
+            _exit(0)
+    for i, expr in _enumerate(req["exprs"]):
         try:
-            value = eval(compile(expr, "<test>", "eval"), g)
-        except BaseException as e:
+            value = _eval(_compile(expr, "<test>", "eval"), g)
+        except _BaseException as e:
             emit("X %d %s" % (i, _error_info(e, names)))
             continue
         try:
             text = serialize(value)
         except _Unserializable as e:
-            emit("N %d %s" % (i, dumps({"reason": _clean_text(e.args[0], 200)})))
+            emit('N %d {"reason": %s}' % (i, _enc(_clean_text(e.args[0], 200))))
             continue
-        except BaseException as e:
-            emit("N %d %s" % (i, dumps({"reason": "serialization raised " + _clean_text(type(e).__name__, 100)})))
+        except _BaseException as e:
+            emit('N %d {"reason": %s}' % (i, _enc("serialization raised " + _clean_text(_type(e).__name__, 100))))
             continue
         emit("V %d %s" % (i, text))
     emit("D")
-    os._exit(0)
+    _exit(0)
 
 
 # ---- the monitor and request loop (I) and the namespace holder (Z) ---------------------------

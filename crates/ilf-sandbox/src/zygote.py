@@ -304,7 +304,8 @@ def _job(req, result_fd, _compile=compile, _exec=exec, _eval=eval, _enumerate=en
         _drop_capabilities()
 
     serialize = _SERIALIZE
-    names = {"<program>", "<setup>", "<test>"}
+    # Traceback lines worth showing: the program's and the setup's (the test is known already).
+    names = {"<program>", "<setup>"}
     sources = (("<program>", req["program"], "P"), ("<setup>", req["setup"], "U"))
     g = {"__name__": "__sandbox__", "__builtins__": builtins}
     for filename, text, tag in sources:

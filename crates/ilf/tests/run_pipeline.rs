@@ -1,0 +1,143 @@
+//! `ilf run` end to end on the tiny preset: every stage, every arm, the report in every format,
+//! and a rerun that finds everything done.
+
+mod run_common;
+
+use run_common::{command, manifests, numbers, run_to_end};
+use serde_json::Value;
+
+const ARMS: [&str; 5] = [
+    "zero-shot",
+    "mbpp-gold",
+    "human-refinements",
+    "ilf-human",
+    "ilf-execution",
+];
+
+#[test]
+fn tiny_pipeline_reports_every_arm_and_a_rerun_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("run");
+    let report = run_to_end(&root);
+
+    // The resolved configuration comes first, and every stage ends with a manifest.
+    let config = std::fs::read_to_string(root.join("config.toml")).unwrap();
+    assert!(config.contains("preset = \"tiny\""), "{config}");
+    let stages: Vec<String> = manifests(&root)
+        .iter()
+        .map(|m| {
+            m.parent()
+                .unwrap()
+                .strip_prefix(&root)
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    for stage in [
+        "00-model",
+        "01-sample",
+        "02-eval",
+        "03-feedback",
+        "04-refiner",
+        "05-refine/human",
+        "05-refine/execution",
+        "06-select/human",
+        "06-select/execution",
+        "07-train/ilf-human",
+        "08-test/zero-shot",
+        "08-test/ilf-human",
+    ] {
+        assert!(
+            stages.iter().any(|s| s == stage),
+            "{stage} missing: {stages:?}"
+        );
+    }
+
+    // Every arm is in the report, in the fixed order, with numbers or a reason.
+    let arms = report["arms"].as_array().unwrap();
+    let names: Vec<&str> = arms.iter().map(|a| a["arm"].as_str().unwrap()).collect();
+    assert_eq!(names, ARMS);
+    for arm in arms {
+        let tested = !arm["pass_at_k"].as_array().unwrap().is_empty();
+        assert!(
+            tested || arm["skipped"].is_string(),
+            "{}: neither numbers nor a reason",
+            arm["arm"]
+        );
+        if tested {
+            let p1 = &arm["pass_at_k"][0];
+            assert_eq!(p1["k"], 1);
+            assert_eq!(p1["tasks"], 8, "all 8 test tasks are scored");
+            assert_eq!(arm["samples_per_task"], 4);
+        }
+    }
+    // The tiny refiner memorises the pool's human refinements, so the human ILF arm trains, and
+    // its gold and human-refinement baselines train on the same task ids.
+    let ilf = &arms[3];
+    let n = ilf["train_examples"].as_u64().expect("ilf-human trained");
+    assert!(n >= 1);
+    for baseline in &arms[1..3] {
+        assert_eq!(baseline["train_tasks"], ilf["train_tasks"]);
+        assert_eq!(baseline["train_examples"].as_u64(), Some(n));
+    }
+    let refiner = report["refiner"].as_array().unwrap();
+    assert_eq!(refiner[0]["source"], "human");
+    assert_eq!(refiner[0]["selected"].as_u64(), Some(n));
+    assert_eq!(refiner[0]["tasks"], 3);
+    let feedback = report["feedback"].as_array().unwrap();
+    assert!(feedback.iter().any(|f| f["source"] == "execution"));
+    assert!(report["differences_from_paper"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d.as_str().unwrap().starts_with("model: ")));
+
+    // The report's files.
+    let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+    let html = std::fs::read_to_string(root.join("report.html")).unwrap();
+    let svg = std::fs::read_to_string(root.join("pass_at_1.svg")).unwrap();
+    for name in ARMS {
+        assert!(
+            md.contains(&format!("| {name} |")),
+            "{name} not in report.md"
+        );
+        assert!(
+            html.contains(&format!("<td>{name}</td>")),
+            "{name} not in report.html"
+        );
+    }
+    for section in ["Table 4", "Table 3", "Table 6", "Time per stage"] {
+        assert!(md.contains(section), "{section} not in report.md");
+    }
+    assert!(svg.starts_with("<svg") && html.contains("<svg"));
+    assert!(!html.contains("<script") && !html.contains("<link"));
+    let on_disk: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("report.json")).unwrap()).unwrap();
+    assert_eq!(numbers(&on_disk), numbers(&report));
+
+    // A rerun finds every stage finished, changes no manifest, and prints the same numbers.
+    let before: Vec<(std::path::PathBuf, String)> = manifests(&root)
+        .into_iter()
+        .map(|m| {
+            let text = std::fs::read_to_string(&m).unwrap();
+            (m, text)
+        })
+        .collect();
+    let again = run_to_end(&root);
+    assert_eq!(numbers(&again), numbers(&report));
+    for (path, text) in before {
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "{}",
+            path.display()
+        );
+    }
+
+    // The same directory with other settings is refused, naming the difference.
+    let refused = command(&root).args(["--seed", "7"]).output().unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("seed = 7"), "{err}");
+}

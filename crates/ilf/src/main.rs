@@ -23,6 +23,8 @@ enum Command {
     Annotate(ilf::cmd::annotate::AnnotateArgs),
     Feedback(ilf::cmd::feedback::FeedbackArgs),
     Run(ilf::cmd::run::RunArgs),
+    Models(ilf::cmd::models::ModelsArgs),
+    Sample(ilf::cmd::sample::SampleArgs),
     /// Check which sandbox isolation is in force on this machine.
     Sandbox(ilf::cmd::sandbox::SandboxArgs),
     Train(ilf::cmd::train::TrainArgs),
@@ -45,6 +47,8 @@ fn main() -> Result<()> {
         Command::Annotate(args) => ilf::cmd::annotate::run(args, out),
         Command::Feedback(args) => ilf::cmd::feedback::run(args, out),
         Command::Run(args) => ilf::cmd::run::run(args, out),
+        Command::Models(args) => ilf::cmd::models::run(args, out),
+        Command::Sample(args) => ilf::cmd::sample::run(args, out),
         Command::Sandbox(args) => ilf::cmd::sandbox::run(args, out),
         Command::Train(args) => ilf::cmd::train::run(args, out),
         Command::Serve(args) => ilf::cmd::serve::run(args, out),

@@ -24,6 +24,33 @@ pub(crate) fn probe(controller: &str) -> Result<PathBuf, String> {
     Ok(base)
 }
 
+/// Removes groups left by processes that have exited without dropping their pool (a pool in a
+/// `static` is never dropped). Group names start with the owning process id.
+pub(crate) fn reap_stale(controllers: &[&Path]) {
+    for base in controllers {
+        let Ok(entries) = fs::read_dir(base.join(PARENT)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if owner_is_gone(&name) {
+                // Fails harmlessly while a process is still inside.
+                let _ = fs::remove_dir(entry.path());
+            }
+        }
+    }
+}
+
+/// Whether the process whose id starts `name` (`<pid>-...`) no longer exists.
+pub(crate) fn owner_is_gone(name: &str) -> bool {
+    match name.split('-').next().and_then(|p| p.parse::<u32>().ok()) {
+        Some(pid) => {
+            pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+        }
+        None => false,
+    }
+}
+
 /// One worker's groups; removed on drop (after the zygote has exited).
 #[derive(Debug)]
 pub(crate) struct WorkerGroups {

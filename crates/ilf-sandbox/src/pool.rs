@@ -65,6 +65,7 @@ impl Pool {
                 report: Box::new(caps.report.clone()),
             });
         }
+        reap_stale(&caps);
         let id = format!(
             "{}-{}",
             std::process::id(),
@@ -266,6 +267,27 @@ impl Pool {
             .push(slot);
         self.freed.notify_one();
         result
+    }
+}
+
+/// Removes the temporary directories and cgroups of pools whose process has exited.
+fn reap_stale(caps: &Capabilities) {
+    let groups: Vec<&std::path::Path> = [&caps.cgroup_memory, &caps.cgroup_pids, &caps.cgroup_cpu]
+        .into_iter()
+        .flatten()
+        .map(|p| p.as_path())
+        .collect();
+    crate::cgroup::reap_stale(&groups);
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix("ilf-sandbox-") {
+            if crate::cgroup::owner_is_gone(rest) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 //!    mask needed under causal attention) accumulate into one optimizer step of `batch`
 //!    examples; the gradient is the mean over micro-batches, clipped to global norm 1.0, then
 //!    PyTorch's AdamW at the linear schedule's rate (warm-up, then decay to zero). Steps are
-//!    counted like Transformers ≥ 4.46: `ceil(micro-batches / accumulation)` per epoch, the last
+//!    counted like the Transformers (≥ 4.46) training loop: `ceil(micro-batches / accumulation)` per epoch, the last
 //!    possibly partial. Data order is shuffled per epoch by a generator seeded from
 //!    `(seed, epoch)`.
 //! 5. **Method** ([`trainable`], [`lora`]): every weight a `Var`, or LoRA adapters (A

@@ -1,10 +1,12 @@
 //! How many optimizer steps a run takes, and the learning rate at each.
 //!
-//! Steps are counted like Hugging Face Transformers (≥ 4.46): an epoch of `n` micro-batches and
-//! `accumulation` micro-batches per step takes `ceil(n / accumulation)` optimizer steps, the last
-//! one possibly over fewer micro-batches (its gradient is then the mean over those). Transformers
-//! 4.12, which the paper used, floored instead and carried the remainder into the next epoch; with
-//! the paper's 78 examples and batch 32 that gave 4 steps over 2 epochs where this gives 6.
+//! An epoch of `n` micro-batches with `accumulation` micro-batches per step takes
+//! `ceil(n / accumulation)` optimizer steps, the last one possibly over fewer micro-batches (its
+//! gradient is then the mean over those): the updates the Hugging Face Trainer's loop performs
+//! since Transformers 4.46. Its scheduler is sized with the floor instead, so its rate reaches
+//! zero early; here the schedule spans the steps actually taken. Transformers 4.12, which the
+//! paper used, floored and carried the remainder into the next epoch: with the paper's 78
+//! examples and batch 32 that gave 4 updates over 2 epochs where this gives 6.
 
 /// The step plan of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -189,3 +189,66 @@ fn a_bad_request_is_not_retried_and_reports_the_servers_message() {
         .to_string();
     assert!(e.contains("404") && e.contains("does not exist"), "{e}");
 }
+
+/// A proxy in front of `ilf serve` that drops `n` (always one choice), as some OpenAI-compatible
+/// servers do; returns its base URL and keeps running until the process ends.
+fn n_ignoring_proxy(upstream: String) -> String {
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::response::IntoResponse;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            async fn forward(State(upstream): State<String>, body: Bytes) -> impl IntoResponse {
+                let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                v["n"] = serde_json::json!(1);
+                let resp = reqwest::Client::new()
+                    .post(format!("{upstream}/completions"))
+                    .json(&v)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = axum::http::StatusCode::from_u16(resp.status().as_u16()).unwrap();
+                let text = resp.bytes().await.unwrap();
+                (
+                    status,
+                    [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                    text,
+                )
+            }
+            let app = axum::Router::new()
+                .route("/v1/completions", axum::routing::post(forward))
+                .with_state(upstream);
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{addr}/v1")
+}
+
+#[test]
+fn a_server_that_ignores_n_gets_one_request_per_sample() {
+    let reqs = requests(24);
+    let expected = local(&reqs);
+    let srv = replica();
+    let g = OpenAiGenerator::new(OpenAiConfig {
+        base_urls: vec![n_ignoring_proxy(srv.base_url())],
+        model: "tiny".into(),
+        concurrency: 4,
+        retries: 0,
+        fan_out: FanOut::Auto,
+        api_key: None,
+    })
+    .unwrap();
+    let got = g.generate_all(&reqs, &blank_line).unwrap();
+    assert_same(&got, &expected);
+    // The second run fans out from the start (the client remembers) and must agree too.
+    let again = g.generate_all(&reqs, &blank_line).unwrap();
+    assert_same(&again, &expected);
+}

@@ -99,6 +99,7 @@ fn errors_come_back_in_openai_schema() {
         ("top_p", json!(0.0)),
         ("n", json!(0)),
         ("max_tokens", json!(0)),
+        ("max_tokens", json!(5000)),
         ("repetition_penalty", json!(1.1)),
         ("logprobs", json!(5)),
         ("stop", json!([""])),

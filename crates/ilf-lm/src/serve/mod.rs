@@ -98,6 +98,10 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// `n` larger than this is answered 400.
     pub max_n: usize,
+    /// `max_tokens` larger than this is answered 400; also chat's default. It bounds the K/V
+    /// memory a request can claim (the cache is preallocated per batch: about 25 KB per token
+    /// and row for the 0.5B model).
+    pub max_tokens: usize,
 }
 
 impl Default for ServeConfig {
@@ -110,6 +114,7 @@ impl Default for ServeConfig {
             max_concurrency: 64,
             max_body_bytes: 4 << 20,
             max_n: 128,
+            max_tokens: 4096,
         }
     }
 }

@@ -32,6 +32,7 @@ pub struct AppState {
     permits: Arc<Semaphore>,
     max_concurrency: usize,
     max_n: usize,
+    max_tokens: usize,
     max_body_bytes: usize,
     created: u64,
     next_id: AtomicU64,
@@ -59,6 +60,7 @@ impl AppState {
             permits: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             max_concurrency: config.max_concurrency.max(1),
             max_n: config.max_n.max(1),
+            max_tokens: config.max_tokens.max(1),
             max_body_bytes: config.max_body_bytes,
             created,
             next_id: AtomicU64::new(created << 20),
@@ -273,10 +275,13 @@ fn plan(st: &AppState, kind: Kind, s: &Sampling) -> Result<Plan, ApiError> {
         ));
     }
     let max_tokens = s.max_tokens.or(s.max_completion_tokens);
-    if max_tokens == Some(0) {
+    if let Some(m) = max_tokens.filter(|&m| m == 0 || m > st.max_tokens) {
         return Err(ApiError::bad_param(
             "max_tokens",
-            "max_tokens must be at least 1",
+            format!(
+                "max_tokens = {m} is outside [1, {}] (this server's --max-tokens)",
+                st.max_tokens
+            ),
         ));
     }
     let stops = s.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
@@ -291,10 +296,11 @@ fn plan(st: &AppState, kind: Kind, s: &Sampling) -> Result<Plan, ApiError> {
             temperature,
             top_p,
             top_k,
-            // OpenAI's defaults: 16 tokens for completions, the rest of the context for chat.
+            // OpenAI's defaults: 16 tokens for completions, the rest of the context for chat
+            // (here capped by --max-tokens).
             max_tokens: max_tokens.unwrap_or(match kind {
                 Kind::Completion => 16,
-                Kind::Chat => st.ctx,
+                Kind::Chat => st.max_tokens,
             }),
         },
         n,

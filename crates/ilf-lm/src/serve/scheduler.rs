@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -82,50 +83,67 @@ struct Cohort {
     rows: Vec<Row>,
 }
 
+/// The jobs received but not yet admitted, and whether more can arrive.
+struct Queue {
+    jobs: Receiver<Job>,
+    waiting: VecDeque<Job>,
+    open: bool,
+}
+
+impl Queue {
+    /// Moves every job already sent into `waiting`, dropping those whose client left.
+    fn drain(&mut self) {
+        loop {
+            match self.jobs.try_recv() {
+                Ok(job) => self.waiting.push_back(job),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.open = false;
+                    break;
+                }
+            }
+        }
+        self.waiting.retain(|j| !j.events.is_closed());
+    }
+
+    fn waiting_rows(&self) -> usize {
+        self.waiting.iter().map(|j| j.samples.len()).sum()
+    }
+}
+
 /// Runs until every sender of `jobs` is gone and the work in flight is done.
+///
+/// Admission policy: a decode step costs about `c0 + c1 * rows` per cohort, so a second cohort
+/// of `k` rows beside `m` active ones raises throughput only when `k >= m`; a new cohort starts
+/// when nothing runs, or when the waiting rows are at least as many as the active rows per
+/// running cohort. Jobs that arrive while a wave is being prefilled join that wave.
 pub fn run(model: Model, eos: Vec<u32>, config: SchedulerConfig, jobs: Receiver<Job>) {
-    let mut waiting: std::collections::VecDeque<Job> = Default::default();
+    let mut queue = Queue {
+        jobs,
+        waiting: VecDeque::new(),
+        open: true,
+    };
     let mut cohorts: Vec<Cohort> = Vec::new();
-    let mut open = true;
+    let max_batch = config.max_batch.max(1);
     loop {
-        if cohorts.is_empty() && waiting.is_empty() {
-            if !open {
+        if cohorts.is_empty() && queue.waiting.is_empty() {
+            if !queue.open {
                 return;
             }
-            match jobs.recv() {
-                Ok(job) => waiting.push_back(job),
+            match queue.jobs.recv() {
+                Ok(job) => queue.waiting.push_back(job),
                 Err(_) => return,
             }
         }
-        loop {
-            match jobs.try_recv() {
-                Ok(job) => waiting.push_back(job),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        waiting.retain(|j| !j.events.is_closed());
-        if cohorts.len() < config.max_cohorts.max(1) {
-            let active: usize = cohorts.iter().map(|c| c.rows.len()).sum();
-            let mut wave = Vec::new();
-            let mut rows = active;
-            while let Some(job) = waiting.front() {
-                // A job larger than the whole batch still runs, alone.
-                let fits = rows + job.samples.len() <= config.max_batch.max(1);
-                let alone = rows == 0 && wave.is_empty();
-                if !fits && !alone {
-                    break;
-                }
-                rows += job.samples.len();
-                wave.push(waiting.pop_front().expect("front exists"));
-            }
-            if !wave.is_empty() {
-                if let Some(c) = admit(&model, &eos, wave) {
-                    cohorts.push(c);
-                }
+        queue.drain();
+        let active: usize = cohorts.iter().map(|c| c.rows.len()).sum();
+        let worth_it = cohorts.is_empty()
+            || (cohorts.len() < config.max_cohorts.max(1)
+                && active < max_batch
+                && queue.waiting_rows() * cohorts.len() >= active);
+        if worth_it && !queue.waiting.is_empty() {
+            if let Some(c) = admit(&model, &eos, &mut queue, max_batch - active.min(max_batch)) {
+                cohorts.push(c);
             }
         }
         for cohort in &mut cohorts {
@@ -140,11 +158,19 @@ pub fn run(model: Model, eos: Vec<u32>, config: SchedulerConfig, jobs: Receiver<
     }
 }
 
-/// Prefills `wave` and draws each sample's first token; `None` when nothing is left to decode.
-fn admit(model: &Model, eos: &[u32], wave: Vec<Job>) -> Option<Cohort> {
+/// Prefills waiting jobs (up to `room` rows; a job larger than the whole batch runs alone) and
+/// draws each sample's first token; `None` when nothing is left to decode.
+fn admit(model: &Model, eos: &[u32], queue: &mut Queue, room: usize) -> Option<Cohort> {
     let mut prefills = Vec::new();
     let mut rows = Vec::new();
-    for job in wave {
+    let mut taken = 0;
+    while let Some(front) = queue.waiting.front() {
+        let n = front.samples.len();
+        if taken + n > room && taken > 0 {
+            break;
+        }
+        taken += n;
+        let job = queue.waiting.pop_front().expect("front exists");
         let job = Arc::new(job);
         match prefill(model, &job.prompt) {
             Ok((cache, logits)) => {

@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// Requests in flight at most (queued or decoding); more are answered 429.
     #[arg(long, env = "ILF_SERVE_MAX_CONCURRENCY", default_value_t = 64)]
     pub max_concurrency: usize,
+    /// Largest `max_tokens` accepted (and chat's default): bounds the K/V memory of a batch.
+    #[arg(long, default_value_t = 4096)]
+    pub max_tokens: usize,
     /// Larger request bodies are answered 413.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
@@ -78,6 +81,7 @@ pub fn run(args: ServeArgs, out: Output) -> Result<()> {
         max_cohorts: args.max_cohorts.max(1),
         max_concurrency: args.max_concurrency.max(1),
         max_body_bytes: args.max_body_bytes,
+        max_tokens: args.max_tokens.max(1),
         ..ServeConfig::default()
     };
     let server = bind(Engine::from_loaded(loaded, name.clone()), &config)?;

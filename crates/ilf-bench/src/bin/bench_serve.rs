@@ -1,0 +1,155 @@
+//! `ilf serve` under concurrent clients against offline batched sampling (issue 7's target:
+//! with 16 concurrent clients, aggregate tokens/s at least 0.8× the offline sampler's).
+//!
+//! The same requests both ways (one sample each, T = 0.8, a fixed number of new tokens: EOS is
+//! ignored so both do the same work). Offline: one `LocalGenerator` call with a batch as large
+//! as the number of clients. Served: the model moves into an in-process `ilf serve`, and each
+//! client thread sends its requests one after another (closed loop) through the OpenAI client
+//! backend, streaming.
+//!
+//! ```text
+//! cargo run --release -p ilf-bench --bin bench_serve -- --model /tmp/models/q05.gguf
+//! ```
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use ilf_lm::openai::{FanOut, OpenAiConfig, OpenAiGenerator};
+use ilf_lm::sampling::{GenRequest, Generator, LocalGenerator, NoStop, SamplingParams};
+use ilf_lm::serve::{bind, Engine, ServeConfig};
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Registry name or .gguf path; `tiny` for a random tiny model (no download).
+    #[arg(long, default_value = ilf_lm::registry::DEFAULT)]
+    model: String,
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Requests each client sends, one after another.
+    #[arg(long, default_value_t = 2)]
+    requests: usize,
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Cohorts the server decodes side by side at most.
+    #[arg(long, default_value_t = 2)]
+    max_cohorts: usize,
+}
+
+const TASKS: [&str; 8] = [
+    "Write a function to find the shared elements from the given two lists.",
+    "Write a python function to identify non-prime numbers.",
+    "Write a function to find the n largest integers from a given list of numbers, returned in descending order.",
+    "Write a python function to check whether the two numbers differ at one bit position only or not.",
+    "Write a function to find all words which are at least 4 characters long in a string.",
+    "Write a function to find squares of individual elements in a list.",
+    "Write a python function to find the minimum number of rotations required to get the same string.",
+    "Write a function to get the n smallest items from a dataset.",
+];
+
+fn requests(args: &Args) -> Vec<GenRequest> {
+    let params = SamplingParams {
+        temperature: 0.8,
+        top_p: 1.0,
+        top_k: 0,
+        max_tokens: args.max_tokens,
+    };
+    (0..args.clients * args.requests)
+        .map(|i| {
+            let prompt = format!("\"\"\"\n{}\n\"\"\"\n", TASKS[i % TASKS.len()]);
+            GenRequest::new(prompt, 1, i as u64, params)
+        })
+        .collect()
+}
+
+fn engine(model: &str) -> Result<Engine> {
+    let mut engine = if model == "tiny" {
+        Engine::tiny(7)?
+    } else {
+        let loaded = ilf_lm::load(
+            model,
+            &candle_core::Device::Cpu,
+            ilf_lm::LoadMode::Inference,
+        )
+        .with_context(|| format!("loading {model}"))?;
+        Engine::from_loaded(loaded, "bench")
+    };
+    engine.name = "bench".into();
+    // Every sample runs to the token limit, so both sides do the same work.
+    engine.eos_token_ids.clear();
+    Ok(engine)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let reqs = requests(&args);
+    let engine = engine(&args.model)?;
+
+    let local = LocalGenerator {
+        model: &engine.model,
+        tokenizer: &engine.tokenizer,
+        eos_token_ids: engine.eos_token_ids.clone(),
+        batch_size: args.clients,
+    };
+    let start = Instant::now();
+    let offline = local.generate_all(&reqs, &NoStop)?;
+    let offline_s = start.elapsed().as_secs_f64();
+    let offline_tokens: usize = offline.iter().flatten().map(|g| g.tokens).sum();
+
+    let config = ServeConfig {
+        bind: "127.0.0.1:0".parse()?,
+        max_batch: args.clients,
+        max_cohorts: args.max_cohorts,
+        ..Default::default()
+    };
+    let server = bind(engine, &config)?;
+    let url = server.base_url();
+    let start = Instant::now();
+    let served: Vec<Vec<(usize, String, usize)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..args.clients)
+            .map(|c| {
+                let (url, reqs) = (url.clone(), &reqs);
+                scope.spawn(move || -> Result<Vec<(usize, String, usize)>> {
+                    let client = OpenAiGenerator::new(OpenAiConfig {
+                        base_urls: vec![url],
+                        model: "bench".into(),
+                        concurrency: 1,
+                        retries: 0,
+                        fan_out: FanOut::Auto,
+                        api_key: None,
+                    })?;
+                    let mut out = Vec::new();
+                    for r in (c..reqs.len()).step_by(args.clients) {
+                        let g = client.generate_all(&reqs[r..r + 1], &NoStop)?;
+                        out.push((r, g[0][0].completion.clone(), g[0][0].tokens));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let served_s = start.elapsed().as_secs_f64();
+    let served_tokens: usize = served.iter().flatten().map(|(_, _, t)| t).sum();
+    let same_text = served
+        .iter()
+        .flatten()
+        .filter(|(r, text, _)| offline[*r][0].completion == *text)
+        .count();
+    let offline_tps = offline_tokens as f64 / offline_s;
+    let served_tps = served_tokens as f64 / served_s;
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": args.model, "clients": args.clients, "requests": reqs.len(),
+            "max_tokens": args.max_tokens, "max_cohorts": args.max_cohorts,
+            "offline": {"tokens": offline_tokens, "seconds": offline_s, "tokens_per_s": offline_tps},
+            "served": {"tokens": served_tokens, "seconds": served_s, "tokens_per_s": served_tps},
+            "ratio": served_tps / offline_tps,
+            "same_text": format!("{same_text}/{}", reqs.len()),
+        })
+    );
+    server.shutdown()
+}

@@ -442,11 +442,19 @@ async fn verdict_for(
     );
     let verdict =
         tokio::task::spawn_blocking(move || runner.run_tests(&program, &setup, &tests)).await?;
-    let (code, stored) = (code.to_string(), verdict.clone());
-    blocking(state, move |store| {
-        store.record_run(task_id, &code, &stored)
-    })
-    .await?;
+    // Limits and crashes can depend on the machine's load; only verdicts the code alone decides
+    // are reused.
+    let deterministic = !matches!(
+        verdict.status,
+        Status::Timeout | Status::OutOfMemory | Status::Crashed
+    );
+    if deterministic {
+        let (code, stored) = (code.to_string(), verdict.clone());
+        blocking(state, move |store| {
+            store.record_run(task_id, &code, &stored)
+        })
+        .await?;
+    }
     Ok(verdict)
 }
 

@@ -56,12 +56,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         ));
     }
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let pool = Pool::start(cfg.clone())?;
     let start_s = started.elapsed().as_secs_f64();
     eprintln!("{}", pool.isolation());
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
+    let durations = Mutex::new(Vec::new());
     let passed = AtomicUsize::new(0);
     let t0 = Instant::now();
     std::thread::scope(|s| {
@@ -70,6 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((id, job)) = tasks.get(i) else { break };
                 let out = pool.run(job);
+                durations.lock().unwrap().push((out.duration_s, *id));
                 if out.status == Status::Passed {
                     passed.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -79,6 +82,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     let secs = t0.elapsed().as_secs_f64();
+    // Dropping the pool ends the zygotes cleanly, so their CPU time (and their jobs') is ours.
+    drop(pool);
+    let cpu = cpu_seconds() - cpu_before;
+    let mut durations = durations.into_inner()?;
+    durations.sort_by(|a, b| b.0.total_cmp(&a.0));
     let mut failures = failures.into_inner()?;
     failures.sort_by_key(|(id, _)| *id);
     for (id, out) in &failures {
@@ -88,6 +96,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             serde_json::to_string(out)?
         );
     }
+    let slowest: Vec<String> = durations
+        .iter()
+        .take(3)
+        .map(|(d, id)| format!("task {id} {d:.2} s"))
+        .collect();
     println!(
         "{} programs, {} passed, {:.1} s, {:.0} programs/s with {} workers at {} s (pool start {:.2} s)",
         tasks.len(),
@@ -98,5 +111,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cfg.timeout.as_secs_f64(),
         start_s
     );
+    println!(
+        "CPU: {cpu:.2} s in all (this process, zygotes, jobs) = {:.0} programs per CPU-second; slowest: {}",
+        tasks.len() as f64 / cpu,
+        slowest.join(", ")
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average during the run: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     Ok(())
+}
+
+/// User + system CPU time of this process and its reaped descendants.
+fn cpu_seconds() -> f64 {
+    let mut total = 0.0;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut u) };
+        for t in [u.ru_utime, u.ru_stime] {
+            total += t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        }
+    }
+    total
 }

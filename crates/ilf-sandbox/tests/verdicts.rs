@@ -194,3 +194,37 @@ fn isolation_report_is_complete_as_root() {
         assert!(report.complete(), "{text}");
     }
 }
+
+#[test]
+fn oversized_job_is_refused_with_a_reason() {
+    let program = format!("x = '{}'\n", "a".repeat(5 << 20));
+    let o = run(&program, "", &["assert x == 'a'"]);
+    assert_eq!(o.status, Status::Error);
+    assert!(o.detail.unwrap().contains("at most"));
+    assert_eq!(o.tests[0].status, Status::NotRun);
+}
+
+#[test]
+fn pool_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Pool>();
+    let outcomes: Vec<Status> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                s.spawn(move || {
+                    run(
+                        "def f(x):\n    return x * 2\n",
+                        "",
+                        &[&format!("assert f({i}) == {}", i * 2)],
+                    )
+                    .status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        outcomes.iter().all(|s| *s == Status::Passed),
+        "{outcomes:?}"
+    );
+}

@@ -234,7 +234,11 @@ async fn a_server_killed_mid_storm_keeps_every_acknowledged_submission() {
         }));
     }
     while count.load(Ordering::SeqCst) < KILL_AFTER {
-        tokio::task::yield_now().await;
+        assert!(
+            !storm.iter().all(|client| client.is_finished()),
+            "the storm stopped after {} acknowledged submissions, before the kill: a submission was refused",
+            count.load(Ordering::SeqCst)
+        );
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     // SIGKILL: no shutdown handler runs.

@@ -305,3 +305,77 @@ async fn a_server_killed_mid_storm_keeps_every_acknowledged_submission() {
         counts.feedback
     );
 }
+
+fn ilf(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_ilf"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "ilf {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[test]
+fn import_and_export_round_trip_the_paper_file_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ilf.db");
+    let out = dir.path().join("export.jsonl");
+    let surge = std::env::var_os("ILF_SURGE_ANNOTATIONS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/data/surge_annotations.jsonl")
+        });
+    let os = |s: &str| std::ffi::OsString::from(s);
+    ilf(&[
+        &os("annotate"),
+        &os("--db"),
+        db.as_os_str(),
+        &os("import"),
+        surge.as_os_str(),
+    ]);
+    // Importing twice adds nothing.
+    ilf(&[
+        &os("annotate"),
+        &os("--db"),
+        db.as_os_str(),
+        &os("import"),
+        surge.as_os_str(),
+    ]);
+    ilf(&[
+        &os("annotate"),
+        &os("--db"),
+        db.as_os_str(),
+        &os("export"),
+        &os("--out"),
+        out.as_os_str(),
+    ]);
+    let parse = |path: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (original, exported) = (parse(&surge), parse(&out));
+    assert_eq!(original.len(), 195);
+    assert_eq!(original, exported);
+
+    let added = ilf(&[
+        &os("--json"),
+        &os("annotate"),
+        &os("--db"),
+        db.as_os_str(),
+        &os("add-annotator"),
+        &os("ada"),
+    ]);
+    let printed: serde_json::Value = serde_json::from_slice(&added.stdout).unwrap();
+    let token = printed["token"].as_str().unwrap();
+    assert_eq!(token.len(), 64);
+    let store = Store::open(&db).unwrap();
+    assert_eq!(store.login(token).unwrap().unwrap().1.annotator.name, "ada");
+}

@@ -21,10 +21,12 @@
 //! process, enforced by `RLIMIT_CPU` (whole seconds, rounded up), so a loaded machine does not turn a
 //! passing program into a timeout: CPU time does not grow when the job waits for a core. Programs
 //! that do not use CPU (sleeps, blocking reads, busy children) are stopped by a **wall deadline** of
-//! `wall_factor × limit + 1 s` (default 4× → 13 s at 3 s), measured from the job's own fork (not from
-//! queueing) and enforced from outside the job with SIGKILL of its pid namespace. Both yield
-//! `timeout`, with a detail saying which limit was hit. The reported `duration_s` is the job's wall
-//! time.
+//! `wall_factor × limit + 1 s` (default 10× → 31 s at 3 s), measured from the job's own fork (not from
+//! queueing) and enforced from outside the job with SIGKILL of everything it spawned. The factor is
+//! generous on purpose: a CPU-bound program just under its CPU limit keeps its verdict until the
+//! machine runs about ten runnable processes per core (task 123, 1.75 s of CPU here, took 7.4 s of
+//! wall time at a load average of 10 on 2 cores). Both limits yield `timeout`, with a detail saying
+//! which was hit. The reported `duration_s` is the job's wall time.
 //!
 //! # Output
 //! The program's stdout and stderr go to `/dev/null` (they never decide a verdict); the channel that
@@ -89,7 +91,7 @@ impl Default for PoolConfig {
         PoolConfig {
             workers: 2,
             timeout: Duration::from_secs(3),
-            wall_factor: 4.0,
+            wall_factor: 10.0,
             memory_bytes: 1 << 30,
             output_bytes: 1 << 20,
             file_bytes: 16 << 20,

@@ -11,6 +11,19 @@
 //! Content-Security-Policy that forbids both). Every POST carries the session's CSRF token; the
 //! request body is capped; runs are rate-limited per annotator; the server binds to loopback
 //! unless told `public`.
+//!
+//! ```text
+//! ilf annotate --db ilf.db add-annotator ada              # prints ada's login token, once
+//! ilf annotate --db ilf.db add-annotator rita --reviewer
+//! ilf annotate --db ilf.db --results runs/x/02-eval/results.jsonl   # import, serve on 127.0.0.1:8080
+//! ilf annotate --db ilf.db export --out annotations.jsonl           # the paper's schema
+//! ```
+//!
+//! Routes: `GET /login`, `POST /login`, `POST /logout`, `GET /` (tasks and progress),
+//! `GET /task/{id}` (task, tests, up to ten failing programs), `POST /task/{id}/skip`,
+//! `GET|POST /annotate/{program}` (the form; POST submits), `POST /api/run` (JSON; runs the
+//! editor's code against the task's tests and returns the verdict, the edit distance and the
+//! line diff), `GET /review`, `GET|POST /review/{feedback}`, `GET /export.jsonl` (reviewers).
 
 mod diff;
 mod pages;

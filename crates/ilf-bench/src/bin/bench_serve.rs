@@ -33,6 +33,9 @@ struct Args {
     /// Cohorts the server decodes side by side at most.
     #[arg(long, default_value_t = 2)]
     max_cohorts: usize,
+    /// Offline-then-served rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 const TASKS: [&str; 8] = [
@@ -79,39 +82,55 @@ fn engine(model: &str) -> Result<Engine> {
     Ok(engine)
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let reqs = requests(&args);
-    let engine = engine(&args.model)?;
+/// Tokens and seconds of one run, and each request's text.
+struct Run {
+    tokens: usize,
+    seconds: f64,
+    texts: Vec<String>,
+}
 
+fn offline(engine: &Engine, reqs: &[GenRequest], batch: usize) -> Result<Run> {
     let local = LocalGenerator {
         model: &engine.model,
         tokenizer: &engine.tokenizer,
         eos_token_ids: engine.eos_token_ids.clone(),
-        batch_size: args.clients,
+        batch_size: batch,
     };
     let start = Instant::now();
-    let offline = local.generate_all(&reqs, &NoStop)?;
-    let offline_s = start.elapsed().as_secs_f64();
-    let offline_tokens: usize = offline.iter().flatten().map(|g| g.tokens).sum();
+    let gens = local.generate_all(reqs, &NoStop)?;
+    Ok(Run {
+        seconds: start.elapsed().as_secs_f64(),
+        tokens: gens.iter().flatten().map(|g| g.tokens).sum(),
+        texts: gens.into_iter().map(|g| g[0].completion.clone()).collect(),
+    })
+}
 
+fn served(engine: &Engine, reqs: &[GenRequest], args: &Args) -> Result<Run> {
+    // Cloning a model shares its weight storage.
+    let copy = Engine {
+        model: engine.model.clone(),
+        tokenizer: engine.tokenizer.clone(),
+        eos_token_ids: engine.eos_token_ids.clone(),
+        chat_template: None,
+        name: engine.name.clone(),
+    };
     let config = ServeConfig {
         bind: "127.0.0.1:0".parse()?,
         max_batch: args.clients,
         max_cohorts: args.max_cohorts,
         ..Default::default()
     };
-    let server = bind(engine, &config)?;
+    let server = bind(copy, &config)?;
     let url = server.base_url();
     let start = Instant::now();
-    let served: Vec<Vec<(usize, String, usize)>> = std::thread::scope(|scope| {
+    let per_client: Vec<Vec<(usize, String, usize)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..args.clients)
             .map(|c| {
-                let (url, reqs) = (url.clone(), &reqs);
+                let url = url.clone();
                 scope.spawn(move || -> Result<Vec<(usize, String, usize)>> {
                     let client = OpenAiGenerator::new(OpenAiConfig {
                         base_urls: vec![url],
-                        model: "bench".into(),
+                        model: engine.name.clone(),
                         concurrency: 1,
                         retries: 0,
                         fan_out: FanOut::Auto,
@@ -131,25 +150,58 @@ fn main() -> Result<()> {
             .map(|h| h.join().expect("client thread"))
             .collect::<Result<Vec<_>>>()
     })?;
-    let served_s = start.elapsed().as_secs_f64();
-    let served_tokens: usize = served.iter().flatten().map(|(_, _, t)| t).sum();
-    let same_text = served
-        .iter()
-        .flatten()
-        .filter(|(r, text, _)| offline[*r][0].completion == *text)
-        .count();
-    let offline_tps = offline_tokens as f64 / offline_s;
-    let served_tps = served_tokens as f64 / served_s;
+    let seconds = start.elapsed().as_secs_f64();
+    server.shutdown()?;
+    let mut texts = vec![String::new(); reqs.len()];
+    let mut tokens = 0;
+    for (r, text, t) in per_client.into_iter().flatten() {
+        texts[r] = text;
+        tokens += t;
+    }
+    Ok(Run {
+        tokens,
+        seconds,
+        texts,
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let reqs = requests(&args);
+    let engine = engine(&args.model)?;
+    // Alternating rounds, so load from other processes on the machine hits both sides alike.
+    let mut ratios = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        let off = offline(&engine, &reqs, args.clients)?;
+        let srv = served(&engine, &reqs, &args)?;
+        let same = off
+            .texts
+            .iter()
+            .zip(&srv.texts)
+            .filter(|(a, b)| a == b)
+            .count();
+        let (off_tps, srv_tps) = (
+            off.tokens as f64 / off.seconds,
+            srv.tokens as f64 / srv.seconds,
+        );
+        ratios.push(srv_tps / off_tps);
+        println!(
+            "{}",
+            serde_json::json!({
+                "round": round, "model": args.model, "clients": args.clients,
+                "requests": reqs.len(), "max_tokens": args.max_tokens,
+                "max_cohorts": args.max_cohorts,
+                "offline": {"tokens": off.tokens, "seconds": off.seconds, "tokens_per_s": off_tps},
+                "served": {"tokens": srv.tokens, "seconds": srv.seconds, "tokens_per_s": srv_tps},
+                "ratio": srv_tps / off_tps,
+                "same_text": format!("{same}/{}", reqs.len()),
+            })
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
     println!(
         "{}",
-        serde_json::json!({
-            "model": args.model, "clients": args.clients, "requests": reqs.len(),
-            "max_tokens": args.max_tokens, "max_cohorts": args.max_cohorts,
-            "offline": {"tokens": offline_tokens, "seconds": offline_s, "tokens_per_s": offline_tps},
-            "served": {"tokens": served_tokens, "seconds": served_s, "tokens_per_s": served_tps},
-            "ratio": served_tps / offline_tps,
-            "same_text": format!("{same_text}/{}", reqs.len()),
-        })
+        serde_json::json!({"median_ratio": ratios[ratios.len() / 2], "ratios": ratios})
     );
-    server.shutdown()
+    Ok(())
 }

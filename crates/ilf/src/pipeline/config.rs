@@ -96,6 +96,9 @@ pub struct RefinerConfig {
     /// the refiner then refines; only the `tiny` preset uses it, so that a random model can
     /// memorise passing refinements and every later stage has data to work on.
     pub train_split: RefinerSplit,
+    /// How many of the split's human triples train π_Refine, drawn with the run's seed; 0 takes
+    /// all of them (44 in MBPP_Refine with the paper's annotations).
+    pub train_limit: usize,
     /// The old program is cut to this many tokens in the refiner's prompt (the paper: 512).
     pub old_code_max_tokens: usize,
     /// The whole refiner prompt at most (the paper: 1024); the feedback is cut to fit.

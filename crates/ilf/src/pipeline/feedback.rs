@@ -174,7 +174,7 @@ pub fn build(
     seed: u64,
 ) -> Result<(Vec<PathBuf>, FeedbackDetails)> {
     let pool_set: BTreeSet<u32> = pool.iter().copied().collect();
-    let refiner: Vec<AnnotationRecord> = human
+    let mut refiner: Vec<AnnotationRecord> = human
         .iter()
         .filter(|r| is_triple(r))
         .filter(|r| match config.refiner.train_split {
@@ -192,6 +192,12 @@ pub fn build(
                 RefinerSplit::Train => "training pool",
             }
         );
+    }
+    let limit = config.refiner.train_limit;
+    if limit > 0 && limit < refiner.len() {
+        refiner.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5EED));
+        refiner.truncate(limit);
+        refiner.sort_by_key(|r| r.task_id);
     }
     let on_pool: Vec<AnnotationRecord> = human
         .iter()

@@ -113,6 +113,8 @@ pub struct Report {
     pub stages: Vec<StageTime>,
     /// Settings where this run differs from the paper's protocol (`field: paper → run`).
     pub differences_from_paper: Vec<String>,
+    /// How the arms' data differ, and where the pipeline departs from the paper by design.
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -169,6 +171,7 @@ impl Report {
             feedback: feedback.stats.clone(),
             stages: stage_times(run)?,
             differences_from_paper: differences_from_paper(&run.config)?,
+            notes: notes(&run.config, feedback),
         })
     }
 
@@ -388,6 +391,12 @@ impl Report {
             chart: false,
         });
 
+        sections.push(Section {
+            title: "How the arms differ".into(),
+            text: self.notes.iter().map(|n| format!("- {n}")).collect(),
+            table: None,
+            chart: false,
+        });
         sections.push(Section {
             title: format!("Settings: the `{}` preset against the paper", self.preset),
             text: if self.differences_from_paper.is_empty() {
@@ -614,6 +623,51 @@ fn stage_order(name: &str) -> (String, usize, String) {
     (stage.to_string(), arm, sub.to_string())
 }
 
+/// What a reader must know to compare the arms.
+fn notes(config: &RunConfig, feedback: &FeedbackDetails) -> Vec<String> {
+    let ids = |v: &[u32]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        }
+    };
+    vec![
+        format!(
+            "ILF (human) refines, for each of the {} pool tasks with a human annotation ({}), the \
+             paper's annotated failing program (written by CodeGen-Mono 6.1B, not by this policy) \
+             with its human feedback.",
+            feedback.human_tasks.len(),
+            ids(&feedback.human_tasks)
+        ),
+        format!(
+            "ILF (execution) refines this policy's own failures: for each pool task where none of \
+             its {} zero-shot samples passed, one failing sample drawn with the run's seed, with \
+             its verdict in words as feedback ({} tasks: {}). Its task set is therefore a subset \
+             of the pool that depends on the policy, and differs from the human arm's.",
+            config.policy_sample.n,
+            feedback.own_failure_tasks.len(),
+            ids(&feedback.own_failure_tasks)
+        ),
+        format!(
+            "Both ILF arms use the same π_Refine, trained only on human triples ({} tasks: {}); \
+             every arm fine-tunes the base model, not π_Refine.",
+            feedback.refiner_tasks.len(),
+            ids(&feedback.refiner_tasks)
+        ),
+        "Every sample, refinements included, stops where the function ends (ilf-data's \
+         truncation rule, which keeps helper functions); the paper ran π_Refine's output \
+         unstopped. Training completions are the programs' bodies as executed."
+            .into(),
+        "MBPP gold bodies and human refinements have `\\r\\n` made `\\n` (the paper trained on \
+         gold with `\\r\\n`)."
+            .into(),
+        "ILF with model-written feedback is not run: ilf-feedback has no model-written feedback \
+         source yet."
+            .into(),
+    ]
+}
+
 /// Settings where `config` differs from the `paper` preset, as `field: paper → run` lines.
 pub fn differences_from_paper(config: &RunConfig) -> Result<Vec<String>> {
     let paper: toml::Table = toml::from_str(
@@ -662,7 +716,7 @@ mod tests {
         let quick = RunConfig::resolve("quick", None, toml::Table::new()).unwrap();
         let d = differences_from_paper(&quick).unwrap();
         assert!(
-            d.iter().any(|l| l.starts_with("test_sample.n: 30 → 5")),
+            d.iter().any(|l| l.starts_with("test_sample.n: 30 → 3")),
             "{d:?}"
         );
         assert!(

@@ -110,18 +110,15 @@ impl WorkerGroups {
         Ok(WorkerGroups { memory, pids, cpu })
     }
 
-    /// Moves a process (the zygote) into the groups; its descendants follow.
-    pub(crate) fn add(&self, pid: u32) -> Result<(), String> {
-        for dir in self
-            .memory
+    /// The `cgroup.procs` files the zygote writes itself into before it execs (so that nothing
+    /// it forks can start outside the groups); its descendants follow.
+    pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
+        self.memory
             .iter()
             .chain(self.pids.iter())
             .chain(self.cpu.iter())
-        {
-            fs::write(dir.join("cgroup.procs"), pid.to_string())
-                .map_err(|e| format!("cannot move pid {pid} into {}: {e}", dir.display()))?;
-        }
-        Ok(())
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
     }
 
     /// Kills every process left in the groups (a job whose zygote died mid-run).

@@ -683,6 +683,8 @@ pub(crate) fn seccomp_filters() -> Result<Vec<seccompiler::BpfProgram>, String> 
 
 /// Everything the zygote's `pre_exec` applies, prepared before the fork.
 pub(crate) struct ZygoteSetup {
+    /// `cgroup.procs` files to join ("0" means the writer).
+    pub cgroup_procs: Vec<CString>,
     pub unshare_flags: libc::c_int,
     pub tmpfs_over: Option<CString>,
     pub landlock: Option<(u32, Vec<LandlockRule>)>,
@@ -694,6 +696,7 @@ impl ZygoteSetup {
         caps: &Capabilities,
         python: &Interpreter,
         tmp: &Path,
+        cgroup_procs: &[PathBuf],
     ) -> Result<ZygoteSetup, String> {
         let mut flags = 0;
         for (on, flag) in [
@@ -706,6 +709,10 @@ impl ZygoteSetup {
             }
         }
         Ok(ZygoteSetup {
+            cgroup_procs: cgroup_procs
+                .iter()
+                .map(|p| CString::new(p.as_os_str().as_bytes()).map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()?,
             unshare_flags: flags,
             tmpfs_over: if caps.mountns {
                 Some(CString::new(tmp.as_os_str().as_bytes()).map_err(|e| e.to_string())?)
@@ -728,6 +735,18 @@ impl ZygoteSetup {
     /// # Safety
     /// Only system calls: fit for `pre_exec`.
     pub(crate) unsafe fn apply(&self) -> io::Result<()> {
+        for procs in &self.cgroup_procs {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1);
+            let error = io::Error::last_os_error();
+            libc::close(fd);
+            if written != 1 {
+                return Err(error);
+            }
+        }
         if self.unshare_flags != 0 && libc::unshare(self.unshare_flags) != 0 {
             return Err(io::Error::last_os_error());
         }

@@ -327,7 +327,6 @@ impl Worker {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700));
         }
-        let setup = ZygoteSetup::new(&pool.caps, &pool.python, &tmp).map_err(fail)?;
         let caps = &pool.caps;
         let groups = if caps.cgroup_memory.is_some()
             || caps.cgroup_pids.is_some()
@@ -347,6 +346,11 @@ impl Worker {
         } else {
             None
         };
+        let procs = groups
+            .as_ref()
+            .map(WorkerGroups::procs_files)
+            .unwrap_or_default();
+        let setup = ZygoteSetup::new(&pool.caps, &pool.python, &tmp, &procs).map_err(fail)?;
         let cfg = json!({
             "tmp": tmp,
             "pid_namespace": pool.caps.pidns,
@@ -381,13 +385,6 @@ impl Worker {
                 pool.python.executable.display()
             ))
         })?;
-        if let Some(g) = &groups {
-            if let Err(e) = g.add(child.id()) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(fail(e));
-            }
-        }
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr.take().expect("stderr is piped");
         let sink = Arc::clone(&stderr);

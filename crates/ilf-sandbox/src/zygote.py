@@ -48,6 +48,7 @@ builtins.exit = builtins.quit = _exit
 
 CLONE_NEWPID = 0x20000000
 PR_CAPBSET_DROP = 24
+PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 CFG = json.loads(sys.argv[1])
 TMP = CFG["tmp"]
@@ -457,6 +458,8 @@ def main():
             os.close(1)
             _, status = os.waitpid(init, 0)
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        # If Z dies, so does I: the Rust side then sees the worker end and replaces it.
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if CFG["drop_caps"]:
         _keep_only_cleanup_capabilities()
     _loop()

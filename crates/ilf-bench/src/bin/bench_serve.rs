@@ -82,11 +82,40 @@ fn engine(model: &str) -> Result<Engine> {
     Ok(engine)
 }
 
-/// Tokens and seconds of one run, and each request's text.
+/// Tokens, wall and CPU seconds of one run, and each request's text.
 struct Run {
     tokens: usize,
     seconds: f64,
+    cpu_seconds: f64,
     texts: Vec<String>,
+}
+
+impl Run {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tokens": self.tokens, "seconds": self.seconds, "cpu_seconds": self.cpu_seconds,
+            "tokens_per_s": self.tokens as f64 / self.seconds,
+            "tokens_per_cpu_s": self.tokens as f64 / self.cpu_seconds,
+        })
+    }
+}
+
+/// CPU time of this process so far (user + system, from /proc/self/stat in clock ticks of
+/// 1/100 s). On a machine shared with other jobs, wall-clock throughput depends on how many
+/// runnable threads each side has; tokens per CPU-second does not.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn offline(engine: &Engine, reqs: &[GenRequest], batch: usize) -> Result<Run> {
@@ -96,10 +125,11 @@ fn offline(engine: &Engine, reqs: &[GenRequest], batch: usize) -> Result<Run> {
         eos_token_ids: engine.eos_token_ids.clone(),
         batch_size: batch,
     };
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), cpu_seconds());
     let gens = local.generate_all(reqs, &NoStop)?;
     Ok(Run {
         seconds: start.elapsed().as_secs_f64(),
+        cpu_seconds: cpu_seconds() - cpu,
         tokens: gens.iter().flatten().map(|g| g.tokens).sum(),
         texts: gens.into_iter().map(|g| g[0].completion.clone()).collect(),
     })
@@ -122,7 +152,7 @@ fn served(engine: &Engine, reqs: &[GenRequest], args: &Args) -> Result<Run> {
     };
     let server = bind(copy, &config)?;
     let url = server.base_url();
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), cpu_seconds());
     let per_client: Vec<Vec<(usize, String, usize)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..args.clients)
             .map(|c| {
@@ -151,6 +181,7 @@ fn served(engine: &Engine, reqs: &[GenRequest], args: &Args) -> Result<Run> {
             .collect::<Result<Vec<_>>>()
     })?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_seconds() - cpu;
     server.shutdown()?;
     let mut texts = vec![String::new(); reqs.len()];
     let mut tokens = 0;
@@ -161,6 +192,7 @@ fn served(engine: &Engine, reqs: &[GenRequest], args: &Args) -> Result<Run> {
     Ok(Run {
         tokens,
         seconds,
+        cpu_seconds,
         texts,
     })
 }
@@ -170,7 +202,7 @@ fn main() -> Result<()> {
     let reqs = requests(&args);
     let engine = engine(&args.model)?;
     // Alternating rounds, so load from other processes on the machine hits both sides alike.
-    let mut ratios = Vec::new();
+    let (mut ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
     for round in 0..args.rounds.max(1) {
         let off = offline(&engine, &reqs, args.clients)?;
         let srv = served(&engine, &reqs, &args)?;
@@ -180,28 +212,31 @@ fn main() -> Result<()> {
             .zip(&srv.texts)
             .filter(|(a, b)| a == b)
             .count();
-        let (off_tps, srv_tps) = (
-            off.tokens as f64 / off.seconds,
-            srv.tokens as f64 / srv.seconds,
-        );
-        ratios.push(srv_tps / off_tps);
+        let ratio = (srv.tokens as f64 / srv.seconds) / (off.tokens as f64 / off.seconds);
+        let cpu_ratio =
+            (srv.tokens as f64 / srv.cpu_seconds) / (off.tokens as f64 / off.cpu_seconds);
+        ratios.push(ratio);
+        cpu_ratios.push(cpu_ratio);
         println!(
             "{}",
             serde_json::json!({
                 "round": round, "model": args.model, "clients": args.clients,
                 "requests": reqs.len(), "max_tokens": args.max_tokens,
                 "max_cohorts": args.max_cohorts,
-                "offline": {"tokens": off.tokens, "seconds": off.seconds, "tokens_per_s": off_tps},
-                "served": {"tokens": srv.tokens, "seconds": srv.seconds, "tokens_per_s": srv_tps},
-                "ratio": srv_tps / off_tps,
+                "offline": off.json(), "served": srv.json(),
+                "ratio": ratio, "cpu_ratio": cpu_ratio,
                 "same_text": format!("{same}/{}", reqs.len()),
             })
         );
     }
     ratios.sort_by(f64::total_cmp);
+    cpu_ratios.sort_by(f64::total_cmp);
     println!(
         "{}",
-        serde_json::json!({"median_ratio": ratios[ratios.len() / 2], "ratios": ratios})
+        serde_json::json!({
+            "median_ratio": ratios[ratios.len() / 2], "ratios": ratios,
+            "median_cpu_ratio": cpu_ratios[cpu_ratios.len() / 2], "cpu_ratios": cpu_ratios,
+        })
     );
     Ok(())
 }

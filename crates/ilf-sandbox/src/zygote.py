@@ -128,8 +128,8 @@ def _drop_capabilities():
 
 def _set_limits(req):
     cpu = int(req["cpu_s"])
-    # The job is pid 1 of its namespace, which ignores SIGXCPU; the hard limit's SIGKILL is not.
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    # SIGXCPU at the limit; SIGKILL a second later for a job that ignores it.
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_AS, (req["memory_bytes"], req["memory_bytes"]))
     resource.setrlimit(resource.RLIMIT_FSIZE, (req["file_bytes"], req["file_bytes"]))
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))

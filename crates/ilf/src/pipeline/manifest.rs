@@ -7,6 +7,7 @@
 //! (sampling and evaluation append one record at a time, training resumes from its checkpoint).
 
 use super::config::RunConfig;
+use crate::output::Output;
 use anyhow::{bail, Context, Result};
 use ilf_data::records::write_atomically;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -39,13 +40,15 @@ pub struct Manifest {
 pub struct RunDir {
     pub root: PathBuf,
     pub config: RunConfig,
+    /// Where stage progress lines go.
+    pub out: Output,
 }
 
 impl RunDir {
     /// Opens `root` for `config`: writes `config.toml` into a new directory, or checks that an
     /// existing one holds the same configuration (a rerun continues the same run; a different
     /// configuration needs another directory, or stale stages would be mixed in).
-    pub fn open(root: &Path, config: &RunConfig) -> Result<RunDir> {
+    pub fn open(root: &Path, config: &RunConfig, out: Output) -> Result<RunDir> {
         std::fs::create_dir_all(root)
             .with_context(|| format!("cannot create the run directory {}", root.display()))?;
         let path = root.join("config.toml");
@@ -69,6 +72,7 @@ impl RunDir {
         Ok(RunDir {
             root: root.to_path_buf(),
             config: config.clone(),
+            out,
         })
     }
 
@@ -112,6 +116,7 @@ impl RunDir {
         F: FnOnce(&Path, u64) -> Result<(Vec<PathBuf>, T)>,
     {
         if let Some(manifest) = self.manifest(name)? {
+            self.out.say(format!("{name}: done earlier, skipped"));
             return serde_json::from_value(manifest.details).with_context(|| {
                 format!(
                     "{}: the manifest's details do not match this version of ilf; delete the \
@@ -127,6 +132,10 @@ impl RunDir {
         let started = Instant::now();
         let (outputs, details) =
             body(&dir, seed).with_context(|| format!("stage {name} failed"))?;
+        self.out.say(format!(
+            "{name}: finished in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
         let manifest = Manifest {
             stage: name.to_string(),
             seed,
@@ -235,7 +244,7 @@ mod tests {
     #[test]
     fn a_finished_stage_is_skipped_and_returns_its_details() {
         let dir = tempfile::tempdir().unwrap();
-        let run = RunDir::open(dir.path(), &config()).unwrap();
+        let run = RunDir::open(dir.path(), &config(), Output::default()).unwrap();
         let mut calls = 0;
         for _ in 0..2 {
             let got: u32 = run
@@ -259,7 +268,7 @@ mod tests {
     #[test]
     fn a_failed_stage_writes_no_manifest() {
         let dir = tempfile::tempdir().unwrap();
-        let run = RunDir::open(dir.path(), &config()).unwrap();
+        let run = RunDir::open(dir.path(), &config(), Output::default()).unwrap();
         let err = run
             .stage::<u32, _>("02-y", &[], |_, _| anyhow::bail!("boom"))
             .unwrap_err();
@@ -270,11 +279,14 @@ mod tests {
     #[test]
     fn another_configuration_in_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        RunDir::open(dir.path(), &config()).unwrap();
-        RunDir::open(dir.path(), &config()).unwrap();
+        RunDir::open(dir.path(), &config(), Output::default()).unwrap();
+        RunDir::open(dir.path(), &config(), Output::default()).unwrap();
         let mut other = config();
         other.seed = 3;
-        let err = RunDir::open(dir.path(), &other).err().unwrap().to_string();
+        let err = RunDir::open(dir.path(), &other, Output::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.contains("seed = 0") && err.contains("seed = 3"),
             "{err}"
@@ -284,13 +296,14 @@ mod tests {
     #[test]
     fn stage_seeds_differ_by_name_and_run_seed() {
         let dir = tempfile::tempdir().unwrap();
-        let run = RunDir::open(dir.path(), &config()).unwrap();
+        let run = RunDir::open(dir.path(), &config(), Output::default()).unwrap();
         assert_ne!(run.seed("01-sample"), run.seed("05-refine"));
         let mut c = config();
         c.seed = 1;
         let other = RunDir {
             root: dir.path().into(),
             config: c,
+            out: Output::default(),
         };
         assert_ne!(run.seed("01-sample"), other.seed("01-sample"));
     }

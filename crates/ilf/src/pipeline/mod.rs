@@ -81,7 +81,7 @@ pub struct ArmTraining {
 /// Runs (or resumes) the pipeline and writes the report; returns the report's data.
 pub fn run(opts: &RunOptions, out: &Output) -> Result<Report> {
     let config = &opts.config;
-    let run = RunDir::open(&opts.out, config)?;
+    let run = RunDir::open(&opts.out, config, *out)?;
     let mbpp = Mbpp::resolve(opts.mbpp.as_deref())?;
     let mbpp_path = mbpp.path().to_path_buf();
     let human_source = match &opts.db {
@@ -273,10 +273,7 @@ pub fn run(opts: &RunOptions, out: &Output) -> Result<Report> {
                                 ArmTraining {
                                     tasks: tasks.clone(),
                                     train: None,
-                                    skipped: Some(
-                                        "no training examples: no refinement passed its tests"
-                                            .into(),
-                                    ),
+                                    skipped: Some(skip_reason(arm, tasks.is_empty())),
                                     left_out,
                                 },
                             ));
@@ -360,6 +357,21 @@ pub fn run(opts: &RunOptions, out: &Output) -> Result<Report> {
     )?;
     report.write(&run.root)?;
     Ok(report)
+}
+
+/// Why an arm has no training examples.
+fn skip_reason(arm: Arm, no_tasks: bool) -> String {
+    match arm {
+        Arm::MbppGold | Arm::HumanRefinements if no_tasks => {
+            "no training examples: it trains on ILF (human)'s task ids, and no human-feedback \
+             refinement passed its tests"
+                .into()
+        }
+        Arm::MbppGold | Arm::HumanRefinements => {
+            "no training examples: no program body found for ILF (human)'s task ids".into()
+        }
+        _ => "no training examples: no refinement passed its tests".into(),
+    }
 }
 
 /// The feedback sources whose refinements the arms need (gold and human refinements use the

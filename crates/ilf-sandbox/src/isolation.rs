@@ -8,15 +8,18 @@
 //!   directories, read/write only in the private temporary directory and `/dev/null`; no TCP bind or
 //!   connect (ABI 4+); no signals or abstract unix sockets outside the sandbox's domain (ABI 6+);
 //! - seccomp: a deny list (sockets, ptrace, cross-process memory access, mounts, namespaces other
-//!   than a new pid namespace, kernel keyrings, modules, bpf, perf, io_uring, handle-based opens,
+//!   of any kind, kernel keyrings, modules, bpf, perf, io_uring, handle-based opens,
 //!   `pidfd_getfd`, clock setting...) and `clone3` answered with ENOSYS so that clone flags stay
 //!   inspectable.
 //!
-//! Applied per job, in the forked job process (see `zygote.py`): a fresh pid namespace whose pid 1
-//! is the job (when it ends, the kernel kills everything it spawned, and nothing outside is
-//! visible to signal), rlimits (address space, CPU time, file size, open files, no core dumps), all
-//! capabilities dropped (so rlimits cannot be raised again), stdin/stdout/stderr on `/dev/null`,
-//! an environment of four fixed variables.
+//! Also per worker, a pid namespace whose pid 1 is the zygote's trusted monitor: a job sees
+//! nothing outside it to signal, cannot signal its init, and after each job the monitor SIGKILLs
+//! every other process in it (`kill(-1)` from init), so nothing a job spawned outlives it.
+//!
+//! Applied per job, in the forked job process (see `zygote.py`): rlimits (address space, CPU
+//! time, file size, open files, no core dumps), all capabilities dropped (so rlimits cannot be
+//! raised again), stdin/stdout/stderr on `/dev/null`; the environment is a fixed handful of
+//! variables.
 //!
 //! Per worker, from outside: a cgroup v1 memory cap for the whole job tree, one core at most, and a
 //! pids cap (fork
@@ -202,7 +205,8 @@ pub(crate) fn probe(cfg: &PoolConfig, python: &Interpreter) -> Capabilities {
         "leftover processes, signals outside the job",
         pid.is_ok(),
         match &pid {
-            Ok(()) => "fresh per job; the job is its pid 1, so everything it spawned dies with it"
+            Ok(()) => "per worker; its pid 1 is the trusted monitor, which SIGKILLs every other \
+                       process in it after each job, so nothing a job spawned outlives it"
                 .to_string(),
             Err(e) => format!("unshare failed: {e}; falling back to killing the job's session"),
         },
@@ -297,7 +301,7 @@ pub(crate) fn probe(cfg: &PoolConfig, python: &Interpreter) -> Capabilities {
         "sleeps, blocking",
         true,
         format!(
-            "{}x the CPU limit + 1 s, measured from the job's start, SIGKILL of its pid namespace",
+            "{}x the CPU limit + 1 s, measured from the job's start; SIGKILL from outside the job",
             cfg.wall_factor
         ),
     );
@@ -635,18 +639,8 @@ pub(crate) fn seccomp_filters() -> Result<Vec<seccompiler::BpfProgram>, String> 
     let err = |e: seccompiler::BackendError| format!("seccomp: {e}");
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         DENIED.iter().map(|&s| (s, Vec::new())).collect();
-    // unshare: only a new pid namespace (the zygote's monitor needs it per job).
-    rules.insert(
-        libc::SYS_unshare,
-        vec![SeccompRule::new(vec![SeccompCondition::new(
-            0,
-            SeccompCmpArgLen::Qword,
-            SeccompCmpOp::Ne,
-            libc::CLONE_NEWPID as u64,
-        )
-        .map_err(err)?])
-        .map_err(err)?],
-    );
+    // Every namespace is entered before exec; a job may create none.
+    rules.insert(libc::SYS_unshare, Vec::new());
     let clone_rules = NAMESPACE_FLAGS
         .iter()
         .map(|&flag| {
@@ -703,6 +697,8 @@ impl ZygoteSetup {
             (caps.netns, libc::CLONE_NEWNET),
             (caps.ipcns, libc::CLONE_NEWIPC),
             (caps.utsns, libc::CLONE_NEWUTS),
+            // The zygote stays where it is; its first child becomes pid 1 of the new namespace.
+            (caps.pidns, libc::CLONE_NEWPID),
         ] {
             if on {
                 flags |= flag;

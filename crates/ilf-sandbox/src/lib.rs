@@ -5,9 +5,10 @@
 //!
 //! # Design
 //! Each worker is one Python interpreter (the *zygote*, `src/zygote.py`) started once, already
-//! inside its namespaces, Landlock domain and seccomp filter ([`isolation`]); per job it forks, the
-//! child enters a fresh pid namespace, drops capabilities, sets rlimits and runs the program. No
-//! interpreter starts per job, which is what makes the pool fast.
+//! inside its namespaces, Landlock domain and seccomp filter ([`isolation`]); per job its monitor
+//! (pid 1 of the worker's pid namespace) forks once, the child drops capabilities, sets rlimits and
+//! runs the program, and afterwards the monitor kills whatever the job left. No interpreter starts
+//! per job, which is what makes the pool fast.
 //!
 //! # Verdict integrity
 //! The job never sees an expected value ([`assertion`]): it evaluates only the program-dependent

@@ -1,7 +1,7 @@
 # The warm zygote of one sandbox worker (embedded in ilf-sandbox, started once per worker).
 #
 # Processes:   Rust worker --pipes-- Z --fork--> I (pid 1 of the worker's pid namespace) --fork per job--> G
-#   Z  enters a new pid namespace (unshare) and forks I; then only waits for it.
+#   Z  was set up (before exec) so that its children start a new pid namespace; forks I and waits.
 #   I  the request loop and the trusted monitor: reads one request from fd 0, forks the job, enforces
 #      the wall deadline with SIGKILL, then SIGKILLs every other process of the namespace
 #      (kill(-1) from its init), so nothing the job spawned outlives it; answers on fd 1. As the
@@ -46,7 +46,6 @@ def _exit(code=None):
 # `-S` skips `site`, which is what defines exit() and quit(); programs may call them.
 builtins.exit = builtins.quit = _exit
 
-CLONE_NEWPID = 0x20000000
 PR_CAPBSET_DROP = 24
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -449,9 +448,7 @@ def main():
     # Objects that exist now are never collected in the children: fewer copied pages per fork.
     gc.freeze()
     if CFG["pid_namespace"]:
-        if _libc.unshare(CLONE_NEWPID) != 0:
-            _write_all(2, b"unshare(CLONE_NEWPID) failed: errno %d\n" % ctypes.get_errno())
-            os._exit(1)
+        # The Rust side entered the new pid namespace for our children before exec.
         init = os.fork()
         if init != 0:
             os.close(0)

@@ -579,3 +579,23 @@ fn private_directory_is_writable_and_fresh() {
         assert_eq!(o.status, Status::Passed, "{o:#?}");
     }
 }
+
+#[test]
+fn new_namespaces_and_mounts_are_denied() {
+    // A user namespace would hand the job fresh capabilities; a mount could hide the canary.
+    let body = "import ctypes\nlibc = ctypes.CDLL(None)\n\
+                def ns(flag):\n    return libc.unshare(flag)\n\
+                def mount():\n    return libc.mount(b'tmpfs', b'{CANARY}', b'tmpfs', 0, None)\n";
+    let tests = [
+        "assert ns(0x10000000) == 0",
+        "assert ns(0x20000000) == 0",
+        "assert mount() == 0",
+    ];
+    let o = expect("namespaces", body, &tests, &[Status::Failed]);
+    assert!(
+        o.tests
+            .iter()
+            .all(|t| t.status == Status::Failed && t.got.as_deref() == Some("-1")),
+        "{o:#?}"
+    );
+}

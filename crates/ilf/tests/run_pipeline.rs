@@ -141,3 +141,38 @@ fn tiny_pipeline_reports_every_arm_and_a_rerun_is_a_no_op() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("seed = 7"), "{err}");
 }
+
+#[test]
+fn bad_presets_configs_and_annotations_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("run");
+    let fail = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ilf"));
+    cmd.args(["run", "--preset", "fast", "--out"]).arg(&root);
+    let err = fail(&mut cmd);
+    assert!(err.contains("quick, paper, tiny"), "{err}");
+
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[test_sample]\nsampels = 3\n").unwrap();
+    let err = fail(command(&root).arg("--config").arg(&typo));
+    assert!(err.contains("sampels"), "{err}");
+
+    let err = fail(
+        std::process::Command::new(env!("CARGO_BIN_EXE_ilf"))
+            .args(["run", "--preset", "tiny", "--out"])
+            .arg(&root)
+            .arg("--mbpp")
+            .arg(run_common::mbpp())
+            .arg("--annotations")
+            .arg(dir.path().join("missing.jsonl")),
+    );
+    assert!(err.contains("missing.jsonl"), "{err}");
+    assert!(
+        !root.join("00-model").exists(),
+        "nothing is built before the inputs are checked"
+    );
+}

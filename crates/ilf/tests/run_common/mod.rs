@@ -15,12 +15,16 @@ fn shared(file: &str, var: &str) -> PathBuf {
     })
 }
 
+pub fn mbpp() -> PathBuf {
+    shared("mbpp.jsonl", "ILF_MBPP")
+}
+
 pub fn command(out: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ilf"));
     cmd.args(["run", "--preset", "tiny", "--out"])
         .arg(out)
         .arg("--mbpp")
-        .arg(shared("mbpp.jsonl", "ILF_MBPP"))
+        .arg(mbpp())
         .arg("--annotations")
         .arg(shared("surge_annotations.jsonl", "ILF_ANNOTATIONS"))
         .env_remove("ILF_QUIET")

@@ -70,7 +70,8 @@ pub fn bar_chart(title: &str, y_label: &str, bars: &[Bar]) -> String {
                     if i == 0 { "#9e9e9e" } else { "#3f6fb5" },
                     escape(&bar.label),
                     v * 100.0,
-                    top - 6.0 - if bar.ci.is_some() { 10.0 } else { 0.0 },
+                    // Above the bar and its whisker.
+                    bar.ci.map_or(top, |(_, hi)| top.min(y(hi))) - 6.0,
                     v * 100.0
                 );
                 if let Some((lo, hi)) = bar.ci {

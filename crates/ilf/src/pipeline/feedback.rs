@@ -296,6 +296,39 @@ mod tests {
     }
 
     #[test]
+    fn the_app_store_gives_the_same_human_feedback_as_the_paper_file() {
+        let file = std::env::var_os("ILF_ANNOTATIONS").map_or_else(
+            || {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../../shared/data/surge_annotations.jsonl")
+            },
+            PathBuf::from,
+        );
+        let from_file = HumanSource::File(file.clone()).read().unwrap();
+        assert_eq!(from_file.len(), 195);
+        // ilf-method.md section 5 (Table 6 check): 68.7 ± 48.1 words over the 195 feedbacks.
+        let words = FeedbackStats::of("human", "all", &from_file);
+        assert_eq!(format!("{:.1}", words.words_mean.unwrap()), "68.7");
+        assert_eq!(format!("{:.1}", words.words_sd.unwrap()), "48.1");
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ilf.db");
+        let store = ilf_feedback::store::Store::open(&db).unwrap();
+        store
+            .import_annotations(&read_annotations(&file).unwrap())
+            .unwrap();
+        drop(store);
+        let from_store = HumanSource::Store(db).read().unwrap();
+        let key = |r: &AnnotationRecord| (r.task_id, r.feedback.clone());
+        let mut a: Vec<_> = from_file.iter().map(key).collect();
+        let mut b: Vec<_> = from_store.iter().map(key).collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert_eq!(train_pool(&from_store, 0, 0).len(), 128);
+        assert_eq!(from_store.iter().filter(|r| is_triple(r)).count(), 195);
+    }
+
+    #[test]
     fn word_statistics_match_a_hand_count() {
         let records = vec![
             record(1, "one two three", None),

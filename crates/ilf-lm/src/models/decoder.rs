@@ -221,6 +221,24 @@ struct DecoderLayer {
     post_attention_layernorm: RmsNorm,
 }
 
+/// A dense linear layer named `name` (`…/q_proj`) from `vb`.
+pub(crate) fn dense_linear(
+    name: &str,
+    inp: usize,
+    out: usize,
+    bias: bool,
+    vb: &VarBuilder,
+) -> Result<Linear> {
+    let vb = vb.pp(name);
+    let w = vb.get((out, inp), "weight")?;
+    let b = if bias {
+        Some(vb.get(out, "bias")?)
+    } else {
+        None
+    };
+    Linear::new(w, b)
+}
+
 /// Builds each linear layer: from a `VarBuilder` (dense) or from quantized GGUF tensors.
 pub(crate) type LinearFactory<'a> =
     dyn FnMut(&str, usize, usize, bool, &VarBuilder) -> Result<Linear> + 'a;
@@ -396,17 +414,7 @@ impl Model {
     /// Builds the model over a `VarBuilder` (a `VarMap` for training, loaded tensors for
     /// inference). Names follow the Hugging Face checkpoint.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let mut dense = |name: &str, inp: usize, out: usize, bias: bool, vb: &VarBuilder| {
-            let vb = vb.pp(name);
-            let w = vb.get((out, inp), "weight")?;
-            let b = if bias {
-                Some(vb.get(out, "bias")?)
-            } else {
-                None
-            };
-            Linear::new(w, b)
-        };
-        Self::build(cfg, vb, None, &mut dense)
+        Self::build(cfg, vb, None, &mut dense_linear)
     }
 
     /// Builds the model with each linear layer (and optionally the embeddings) supplied by the

@@ -347,6 +347,11 @@ fn main() -> Result<()> {
         args.max_tokens,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
+    // Rows print as each engine finishes, so a slow peer cut short still leaves the others.
+    println!(
+        "{:<12} {:>8} {:>9} {:>10} {:>12}  note",
+        "engine", "tokens", "seconds", "tokens/s", "peak RSS MB"
+    );
     let mut results = Vec::new();
     for engine in args
         .engines
@@ -362,19 +367,15 @@ fn main() -> Result<()> {
             )),
         };
         match r {
-            Ok(m) => results.push(m),
+            Ok(m) => {
+                println!(
+                    "{:<12} {:>8} {:>9.1} {:>10.1} {:>12.0}  {}",
+                    m.engine, m.tokens, m.seconds, m.tokens_per_s, m.peak_rss_mb, m.note
+                );
+                results.push(m);
+            }
             Err(e) => println!("{engine}: not measured: {e:#}"),
         }
-    }
-    println!(
-        "{:<12} {:>8} {:>9} {:>10} {:>12}  note",
-        "engine", "tokens", "seconds", "tokens/s", "peak RSS MB"
-    );
-    for m in &results {
-        println!(
-            "{:<12} {:>8} {:>9.1} {:>10.1} {:>12.0}  {}",
-            m.engine, m.tokens, m.seconds, m.tokens_per_s, m.peak_rss_mb, m.note
-        );
     }
     if let Some(ours) = results.iter().find(|m| m.engine == "ilf") {
         for peer in results.iter().filter(|m| m.engine != "ilf") {

@@ -6,12 +6,13 @@ mod run_common;
 use run_common::{command, manifests, numbers, run_to_end};
 use serde_json::Value;
 
-const ARMS: [&str; 5] = [
+const ARMS: [&str; 6] = [
     "zero-shot",
     "mbpp-gold",
     "human-refinements",
     "ilf-human",
     "ilf-execution",
+    "ilf-model",
 ];
 
 #[test]
@@ -44,6 +45,8 @@ fn tiny_pipeline_reports_every_arm_and_a_rerun_is_a_no_op() {
         "05-refine/execution",
         "06-select/human",
         "06-select/execution",
+        "05-refine/model",
+        "06-select/model",
         "07-train/ilf-human",
         "08-test/zero-shot",
         "08-test/ilf-human",
@@ -87,6 +90,14 @@ fn tiny_pipeline_reports_every_arm_and_a_rerun_is_a_no_op() {
     assert_eq!(refiner[0]["tasks"], 3);
     let feedback = report["feedback"].as_array().unwrap();
     assert!(feedback.iter().any(|f| f["source"] == "execution"));
+    // Model-written feedback covers the same failing samples as execution feedback.
+    let count = |source: &str| {
+        feedback
+            .iter()
+            .find(|f| f["source"] == source)
+            .map(|f| f["count"].clone())
+    };
+    assert_eq!(count("model"), count("execution"));
     assert!(report["differences_from_paper"]
         .as_array()
         .unwrap()

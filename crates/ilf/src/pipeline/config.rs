@@ -46,6 +46,8 @@ pub struct RunConfig {
     /// Samples per MBPP_Test task for every arm (stage 08).
     pub test_sample: SampleConfig,
     pub refiner: RefinerConfig,
+    /// The model that writes feedback for the ILF (model) arm.
+    pub feedback_model: FeedbackModelConfig,
     /// Fine-tuning of the policy for every trained arm (stage 07), always from the base model.
     pub policy_train: TrainConfig,
     pub eval: EvalConfig,
@@ -85,6 +87,21 @@ impl SampleConfig {
             max_tokens: self.max_tokens,
         }
     }
+}
+
+/// Model-written feedback (the paper's InstructGPT ablation, with a local instruct model):
+/// `ilf-feedback`'s few-shot prompt from human annotations outside MBPP_Test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackModelConfig {
+    /// Registry name, `.gguf` file or Hugging Face directory with a ChatML template; empty uses
+    /// the policy itself (self-feedback).
+    pub model: String,
+    /// Human examples in the prompt.
+    pub shots: usize,
+    pub temperature: f64,
+    pub max_tokens: usize,
+    pub batch_size: usize,
 }
 
 /// The refinement model π_Refine (ilf-method.md section 3.2).
@@ -193,7 +210,7 @@ pub struct EvalConfig {
 }
 
 /// One row of the paper's Table 4 (ilf-method.md section 5), plus the arms the paper did not
-/// run: ILF with execution feedback on the policy's own failures.
+/// run: ILF with execution feedback and with model-written feedback on the policy's own failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arm {
@@ -202,15 +219,17 @@ pub enum Arm {
     HumanRefinements,
     IlfHuman,
     IlfExecution,
+    IlfModel,
 }
 
 impl Arm {
-    pub const ALL: [Arm; 5] = [
+    pub const ALL: [Arm; 6] = [
         Arm::ZeroShot,
         Arm::MbppGold,
         Arm::HumanRefinements,
         Arm::IlfHuman,
         Arm::IlfExecution,
+        Arm::IlfModel,
     ];
 
     pub fn name(self) -> &'static str {
@@ -220,6 +239,7 @@ impl Arm {
             Arm::HumanRefinements => "human-refinements",
             Arm::IlfHuman => "ilf-human",
             Arm::IlfExecution => "ilf-execution",
+            Arm::IlfModel => "ilf-model",
         }
     }
 
@@ -231,6 +251,7 @@ impl Arm {
             Arm::HumanRefinements => "human refinements, on ILF's task ids",
             Arm::IlfHuman => "π_Refine refinements from human feedback, test-filtered",
             Arm::IlfExecution => "π_Refine refinements from execution feedback on own failures",
+            Arm::IlfModel => "π_Refine refinements from model-written feedback on own failures",
         }
     }
 }
@@ -303,6 +324,9 @@ impl RunConfig {
         }
         if self.eval.timeout_s.is_nan() || self.eval.timeout_s <= 0.0 || self.eval.workers == 0 {
             bail!("eval.timeout_s and eval.workers must be positive");
+        }
+        if self.feedback_model.max_tokens == 0 || self.feedback_model.batch_size == 0 {
+            bail!("feedback_model: max_tokens and batch_size must be at least 1");
         }
         if self.arms.is_empty() {
             bail!("arms is empty; name at least one of {}", arm_names());

@@ -8,9 +8,12 @@
 //!   which none of the policy's stage-01 samples passed, one failing sample drawn with the stage's
 //!   seed, and its verdict said in words.
 //!
+//! - `model.jsonl`: model-written feedback on the same own failures (when the ILF (model) arm
+//!   runs), from `ilf-feedback`'s few-shot prompt.
+//!
 //! Human feedback is the paper's 195 annotations, or, with `--db`, the annotation app's store.
 
-use super::config::{RefinerSplit, RunConfig};
+use super::config::{Arm, RefinerSplit, RunConfig};
 use anyhow::{Context, Result};
 use ilf_data::mbpp::Mbpp;
 use ilf_data::metrics::task_counts;
@@ -19,6 +22,9 @@ use ilf_data::split::Split;
 use ilf_feedback::annotations::{read_annotations, AnnotationRecord, FeedbackSource};
 use ilf_feedback::execution::execution_feedback;
 use ilf_feedback::failures::{read_failures, Failures};
+use ilf_feedback::model::{model_feedback, ModelFeedbackConfig};
+use ilf_lm::sampling::{LocalGenerator, SamplingParams};
+use ilf_lm::serve::chat::ChatTemplate;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -163,9 +169,13 @@ pub fn source_file(dir: &Path, source: FeedbackSource) -> PathBuf {
     dir.join(format!("{}.jsonl", source.as_str()))
 }
 
-/// Writes the stage's files into `dir`.
+/// Writes the stage's files into `dir`; `policy` is the base model's spec (the feedback model
+/// when none is configured).
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     config: &RunConfig,
+    policy: &str,
+    out: &crate::output::Output,
     human: &[AnnotationRecord],
     pool: &[u32],
     policy_results: &Path,
@@ -206,6 +216,13 @@ pub fn build(
         .collect();
     let execution = own_failures(policy_results, mbpp, &pool_set, seed)?;
     let execution_records = execution_feedback(&execution);
+    let model_records = if config.arms.contains(&Arm::IlfModel) {
+        Some(model_feedback_records(
+            config, policy, &execution, human, mbpp, seed, out,
+        )?)
+    } else {
+        None
+    };
 
     let refiner_path = dir.join(REFINER_TRAIN);
     let human_path = source_file(dir, FeedbackSource::Human);
@@ -213,22 +230,99 @@ pub fn build(
     ilf_feedback::annotations::write_annotations(&refiner_path, &refiner)?;
     ilf_feedback::annotations::write_annotations(&human_path, &on_pool)?;
     ilf_feedback::annotations::write_annotations(&execution_path, &execution_records)?;
+    let mut outputs = vec![refiner_path, human_path, execution_path];
+    let mut stats = vec![
+        FeedbackStats::of("human", "trains π_Refine", &refiner),
+        FeedbackStats::of("human", "refined for ILF (pool)", &on_pool),
+        FeedbackStats::of(
+            "execution",
+            "refined for ILF-execution (own failures)",
+            &execution_records,
+        ),
+    ];
+    if let Some(records) = &model_records {
+        let path = source_file(dir, FeedbackSource::Model);
+        ilf_feedback::annotations::write_annotations(&path, records)?;
+        outputs.push(path);
+        stats.push(FeedbackStats::of(
+            "model",
+            "refined for ILF-model (own failures)",
+            records,
+        ));
+    }
     let details = FeedbackDetails {
         pool: pool.to_vec(),
         refiner_tasks: refiner.iter().map(|r| r.task_id).collect(),
         human_tasks: on_pool.iter().map(|r| r.task_id).collect(),
         own_failure_tasks: execution_records.iter().map(|r| r.task_id).collect(),
-        stats: vec![
-            FeedbackStats::of("human", "trains π_Refine", &refiner),
-            FeedbackStats::of("human", "refined for ILF (pool)", &on_pool),
-            FeedbackStats::of(
-                "execution",
-                "refined for ILF-execution (own failures)",
-                &execution_records,
-            ),
-        ],
+        stats,
     };
-    Ok((vec![refiner_path, human_path, execution_path], details))
+    Ok((outputs, details))
+}
+
+/// Feedback on `failures` written by the configured model (or the policy), few-shot from the
+/// human annotations outside MBPP_Test.
+fn model_feedback_records(
+    config: &RunConfig,
+    policy: &str,
+    failures: &Failures,
+    human: &[AnnotationRecord],
+    mbpp: &Mbpp,
+    seed: u64,
+    out: &crate::output::Output,
+) -> Result<Vec<AnnotationRecord>> {
+    if failures.programs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fm = &config.feedback_model;
+    let spec = if fm.model.is_empty() {
+        policy
+    } else {
+        &fm.model
+    };
+    out.say(format!(
+        "03-feedback: {} writes feedback on {} failing programs",
+        spec,
+        failures.programs.len()
+    ));
+    let loaded = ilf_lm::load(spec, &candle_core::Device::Cpu, ilf_lm::LoadMode::Inference)
+        .with_context(|| format!("cannot load the feedback model {spec}"))?;
+    let template =
+        ChatTemplate::from_jinja(loaded.info.chat_template.as_deref()).with_context(|| {
+            format!(
+                "the feedback model {spec} has a chat template that is not ChatML; set \
+                 feedback_model.model to an instruct model such as qwen2.5-coder-1.5b-instruct"
+            )
+        })?;
+    let generator = LocalGenerator {
+        model: &loaded.model,
+        tokenizer: &loaded.tokenizer,
+        eos_token_ids: loaded.info.eos_token_ids.clone(),
+        batch_size: fm.batch_size,
+    };
+    let name = if fm.model.is_empty() {
+        format!("{} (the policy)", config.model)
+    } else {
+        fm.model.clone()
+    };
+    model_feedback(
+        &generator,
+        &template,
+        failures,
+        human,
+        mbpp,
+        &ModelFeedbackConfig {
+            model: name,
+            shots: fm.shots,
+            params: SamplingParams {
+                temperature: fm.temperature,
+                top_p: 1.0,
+                top_k: 0,
+                max_tokens: fm.max_tokens,
+            },
+            seed,
+        },
+    )
 }
 
 /// One failing policy sample per pool task on which no sample passed, drawn with `seed`.

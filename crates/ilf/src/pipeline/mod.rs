@@ -146,7 +146,11 @@ pub fn run(opts: &RunOptions, out: &Output) -> Result<Report> {
     let s03: FeedbackDetails = run.stage(
         "03-feedback",
         &[human_source.path().to_path_buf(), results02.clone()],
-        |dir, seed| feedback::build(config, &human, &pool, &results02, &mbpp, dir, seed),
+        |dir, seed| {
+            feedback::build(
+                config, &base, out, &human, &pool, &results02, &mbpp, dir, seed,
+            )
+        },
     )?;
 
     // 04-refiner.
@@ -243,16 +247,17 @@ pub fn run(opts: &RunOptions, out: &Output) -> Result<Report> {
             Arm::ZeroShot => None,
             _ => {
                 let stage = format!("07-train/{}", arm.name());
-                let source_data = match arm {
-                    Arm::IlfExecution => run.stage_dir("06-select/execution").join(training::DATA),
-                    _ => run.stage_dir("06-select/human").join(training::DATA),
+                let source = match arm {
+                    Arm::IlfExecution => FeedbackSource::Execution,
+                    Arm::IlfModel => FeedbackSource::Model,
+                    _ => FeedbackSource::Human,
                 };
-                let tasks: Vec<u32> = match arm {
-                    Arm::IlfExecution => selection_of(FeedbackSource::Execution),
-                    _ => selection_of(FeedbackSource::Human),
-                }
-                .map(|s| s.selected.clone())
-                .unwrap_or_default();
+                let source_data = run
+                    .stage_dir(&format!("06-select/{}", source.as_str()))
+                    .join(training::DATA);
+                let tasks: Vec<u32> = selection_of(source)
+                    .map(|s| s.selected.clone())
+                    .unwrap_or_default();
                 let details: ArmTraining =
                     run.stage(&stage, std::slice::from_ref(&source_data), |dir, seed| {
                         let data = dir.join(training::DATA);
@@ -386,6 +391,9 @@ fn sources_needed(arms: &[Arm]) -> Vec<FeedbackSource> {
     }
     if arms.contains(&Arm::IlfExecution) {
         sources.push(FeedbackSource::Execution);
+    }
+    if arms.contains(&Arm::IlfModel) {
+        sources.push(FeedbackSource::Model);
     }
     sources
 }

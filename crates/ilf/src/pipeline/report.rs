@@ -662,9 +662,21 @@ fn notes(config: &RunConfig, feedback: &FeedbackDetails) -> Vec<String> {
         "MBPP gold bodies and human refinements have `\\r\\n` made `\\n` (the paper trained on \
          gold with `\\r\\n`)."
             .into(),
-        "ILF with model-written feedback is not run: ilf-feedback has no model-written feedback \
-         source yet."
-            .into(),
+        if config.arms.contains(&Arm::IlfModel) {
+            format!(
+                "ILF (model) refines the same failing samples as ILF (execution), with feedback \
+                 written by {} from a {}-shot prompt of human annotations outside MBPP_Test \
+                 (ilf-feedback's model-written feedback; the paper used InstructGPT).",
+                if config.feedback_model.model.is_empty() {
+                    format!("the policy itself ({})", config.model)
+                } else {
+                    config.feedback_model.model.clone()
+                },
+                config.feedback_model.shots
+            )
+        } else {
+            "ILF with model-written feedback is not among this run's arms.".into()
+        },
     ]
 }
 

@@ -153,7 +153,7 @@ mod llama_peer {
     use llama_cpp_2::llama_backend::LlamaBackend;
     use llama_cpp_2::llama_batch::LlamaBatch;
     use llama_cpp_2::model::params::LlamaModelParams;
-    use llama_cpp_2::model::{AddBos, LlamaModel};
+    use llama_cpp_2::model::LlamaModel;
     use llama_cpp_2::sampling::LlamaSampler;
     use std::num::NonZeroU32;
     use std::path::Path;
@@ -168,7 +168,7 @@ mod llama_peer {
         let mut tokens = 0;
         let mut seconds = 0.0;
         for (pi, prompt) in prompts.iter().enumerate() {
-            let ids = model.str_to_token(prompt, AddBos::Never)?;
+            let ids = model.vocab().tokenize(prompt.as_bytes(), false, false);
             let ctx_len = (ids.len() + args.max_tokens) * n + 64;
             let cparams = LlamaContextParams::default()
                 .with_n_ctx(NonZeroU32::new(ctx_len as u32))

@@ -68,6 +68,25 @@ pub struct SampleArgs {
     /// The MBPP file (default: $ILF_MBPP, else $ILF_CACHE/mbpp.jsonl).
     #[arg(long, value_name = "PATH")]
     pub mbpp: Option<PathBuf>,
+    /// `local` (this machine) or `openai` (OpenAI-compatible servers: vLLM, `ilf serve`; then
+    /// --model is the served model name).
+    #[arg(long, env = "ILF_BACKEND", default_value = "local", value_parser = ["local", "openai"])]
+    pub backend: String,
+    /// With --backend openai: a server's base URL, e.g. http://host:8000/v1; repeat (or
+    /// comma-separate) for replicas, used round-robin.
+    #[arg(
+        long = "base-url",
+        value_name = "URL",
+        env = "ILF_BASE_URL",
+        value_delimiter = ','
+    )]
+    pub base_url: Vec<String>,
+    /// With --backend openai: HTTP requests in flight, over all replicas.
+    #[arg(long, env = "ILF_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: usize,
+    /// With --backend openai: retries per request (connection errors, 429, 5xx).
+    #[arg(long, default_value_t = 5)]
+    pub retries: usize,
 }
 
 /// What a sampling run did.
@@ -239,34 +258,39 @@ pub fn sample(args: &SampleArgs, out: Output) -> Result<SampleSummary> {
     if todo == 0 {
         return Ok(summary(0, 0, 0.0));
     }
-    if let Some(entry) = registry::find(&args.model) {
-        if !fetch::model_path(entry).is_file() {
-            out.say(format!("Fetching {} (first use) ...", entry.name));
-        }
-    }
-    let device = ilf_lm::device::parse(&args.device)?;
-    let mode = if args.quantized {
-        LoadMode::Quantized
+    let loaded;
+    let generator: Box<dyn Generator + '_> = if args.backend == "openai" {
+        ilf_lm::openai::generator(&args.base_url, &args.model, args.concurrency, args.retries)?
     } else {
-        LoadMode::Inference
-    };
-    let loaded = ilf_lm::load(&args.model, &device, mode)
-        .with_context(|| format!("loading model {}", args.model))?;
-    let ctx = loaded.config.max_position_embeddings;
-    for (p, r) in prompts.iter().zip(&requests) {
-        if r.samples.is_empty() {
-            continue;
+        if let Some(entry) = registry::find(&args.model) {
+            if !fetch::model_path(entry).is_file() {
+                out.say(format!("Fetching {} (first use) ...", entry.name));
+            }
         }
-        let len = ilf_lm::tokenizer::encode(&loaded.tokenizer, &p.text)?.len();
-        if len >= ctx {
-            bail!("task {}: the prompt has {len} tokens but the model's context is {ctx}; shorten the prompt", p.task_id);
+        let device = ilf_lm::device::parse(&args.device)?;
+        let mode = if args.quantized {
+            LoadMode::Quantized
+        } else {
+            LoadMode::Inference
+        };
+        loaded = ilf_lm::load(&args.model, &device, mode)
+            .with_context(|| format!("loading model {}", args.model))?;
+        let ctx = loaded.config.max_position_embeddings;
+        for (p, r) in prompts.iter().zip(&requests) {
+            if r.samples.is_empty() {
+                continue;
+            }
+            let len = ilf_lm::tokenizer::encode(&loaded.tokenizer, &p.text)?.len();
+            if len >= ctx {
+                bail!("task {}: the prompt has {len} tokens but the model's context is {ctx}; shorten the prompt", p.task_id);
+            }
         }
-    }
-    let generator = LocalGenerator {
-        model: &loaded.model,
-        tokenizer: &loaded.tokenizer,
-        eos_token_ids: loaded.info.eos_token_ids.clone(),
-        batch_size: args.batch.max(1),
+        Box::new(LocalGenerator {
+            model: &loaded.model,
+            tokenizer: &loaded.tokenizer,
+            eos_token_ids: loaded.info.eos_token_ids.clone(),
+            batch_size: args.batch.max(1),
+        })
     };
     let stop: &dyn StopRule = if args.stop == "mbpp" {
         &MbppStop
@@ -350,6 +374,10 @@ mod tests {
             quantized: false,
             stop: "none".into(),
             mbpp: None,
+            backend: "local".into(),
+            base_url: Vec::new(),
+            concurrency: 4,
+            retries: 2,
         }
     }
 
@@ -422,6 +450,56 @@ mod tests {
         let fresh = dir.path().join("fresh.jsonl");
         sample(&args(&model, &prompts, &fresh, 3), quiet).unwrap();
         assert_eq!(rows(&fresh), after);
+    }
+
+    #[test]
+    fn the_openai_backend_against_ilf_serve_gives_the_local_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model_dir(dir.path());
+        let prompts = dir.path().join("prompts.jsonl");
+        std::fs::write(
+            &prompts,
+            "{\"task_id\": 7, \"prompt\": \"def f(x):\\n\"}\n{\"task_id\": 9, \"prompt\": \"import os\\n\"}\n",
+        )
+        .unwrap();
+        let quiet = Output {
+            quiet: true,
+            json: false,
+        };
+        let local = dir.path().join("local.jsonl");
+        sample(&args(&model, &prompts, &local, 3), quiet).unwrap();
+
+        let loaded = ilf_lm::load(
+            model.to_str().unwrap(),
+            &Device::Cpu,
+            ilf_lm::LoadMode::Inference,
+        )
+        .unwrap();
+        let server = ilf_lm::serve::bind(
+            ilf_lm::serve::Engine::from_loaded(loaded, "tiny"),
+            &ilf_lm::serve::ServeConfig {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let remote = dir.path().join("remote.jsonl");
+        let mut remote_args = args(&model, &prompts, &remote, 3);
+        remote_args.backend = "openai".into();
+        remote_args.model = "tiny".into();
+        remote_args.base_url = vec![server.base_url()];
+        sample(&remote_args, quiet).unwrap();
+        server.shutdown().unwrap();
+
+        let (local, remote) = (rows(&local), rows(&remote));
+        assert_eq!(local.len(), 6);
+        assert_eq!(remote.len(), 6);
+        for (key, row) in &local {
+            assert_eq!(
+                row["completion"], remote[key]["completion"],
+                "sample {key:?}"
+            );
+        }
     }
 
     #[test]

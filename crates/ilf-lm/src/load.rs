@@ -175,7 +175,7 @@ impl GgufFile {
             }
         }
         if let Some((missing, shape)) = expected.into_iter().min() {
-            let gguf = gguf_name(&missing);
+            let gguf = gguf_name(&missing).unwrap_or_else(|| missing.clone());
             bail!("{} lacks tensor {gguf} ({missing}, shape {shape:?}); the file is incomplete or not a {} model", path.display(), config.architecture.name());
         }
         Ok(Self {
@@ -228,14 +228,15 @@ impl GgufFile {
     }
 }
 
-fn gguf_name(hf: &str) -> String {
+/// Hugging Face tensor name → llama.cpp's GGUF name (`None` for a tensor GGUF does not have).
+pub fn gguf_name(hf: &str) -> Option<String> {
     let fixed = [
         ("model.embed_tokens.weight", "token_embd.weight"),
         ("model.norm.weight", "output_norm.weight"),
         ("lm_head.weight", "output.weight"),
     ];
     if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
-        return g.to_string();
+        return Some(g.to_string());
     }
     let modules = [
         ("input_layernorm", "attn_norm"),
@@ -252,12 +253,12 @@ fn gguf_name(hf: &str) -> String {
         if let Some((layer, rest)) = rest.split_once('.') {
             for (h, g) in modules {
                 if let Some(kind) = rest.strip_prefix(h) {
-                    return format!("blk.{layer}.{g}{kind}");
+                    return Some(format!("blk.{layer}.{g}{kind}"));
                 }
             }
         }
     }
-    hf.to_string()
+    None
 }
 
 fn gguf_config(ct: &gguf_file::Content) -> Result<Config> {
@@ -366,7 +367,7 @@ fn load_gguf(path: &Path, device: &Device, mode: LoadMode) -> Result<Loaded> {
                 let g = if name == "lm_head" && config.tie_word_embeddings {
                     "token_embd.weight".to_string()
                 } else {
-                    gguf_name(&format!("{name}.weight"))
+                    gguf_name(&format!("{name}.weight")).unwrap_or_else(|| format!("{name}.weight"))
                 };
                 let q = gguf
                     .qtensor(&g, device)

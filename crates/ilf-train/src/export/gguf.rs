@@ -66,38 +66,9 @@ pub fn write(source: &ExportSource, path: &Path, tensor_type: TensorType) -> Res
     Ok(path.to_path_buf())
 }
 
-/// Hugging Face tensor name → llama.cpp's.
+/// Hugging Face tensor name → llama.cpp's (the loader's own mapping, so export and load agree).
 pub fn gguf_name(hf: &str) -> Result<String> {
-    let fixed = [
-        ("model.embed_tokens.weight", "token_embd.weight"),
-        ("model.norm.weight", "output_norm.weight"),
-        ("lm_head.weight", "output.weight"),
-    ];
-    if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
-        return Ok(g.to_string());
-    }
-    let modules = [
-        ("input_layernorm", "attn_norm"),
-        ("post_attention_layernorm", "ffn_norm"),
-        ("self_attn.q_proj", "attn_q"),
-        ("self_attn.k_proj", "attn_k"),
-        ("self_attn.v_proj", "attn_v"),
-        ("self_attn.o_proj", "attn_output"),
-        ("mlp.gate_proj", "ffn_gate"),
-        ("mlp.up_proj", "ffn_up"),
-        ("mlp.down_proj", "ffn_down"),
-    ];
-    if let Some((layer, rest)) = hf
-        .strip_prefix("model.layers.")
-        .and_then(|r| r.split_once('.'))
-    {
-        for (h, g) in modules {
-            if let Some(kind) = rest.strip_prefix(h) {
-                return Ok(format!("blk.{layer}.{g}{kind}"));
-            }
-        }
-    }
-    bail!("no GGUF name for tensor {hf}")
+    ilf_lm::load::gguf_name(hf).with_context(|| format!("no GGUF name for tensor {hf}"))
 }
 
 /// Llama's q/k rows (and biases) go from Hugging Face's half-split RoPE layout to llama.cpp's

@@ -8,22 +8,6 @@ use std::{
     process::Command,
 };
 
-/// The interpreter that creates virtual environments: `$ILF_PYTHON`, else what `python3`
-/// resolves to (asked once; pyenv's shim is slow to spawn).
-pub fn base_python() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("ILF_PYTHON") {
-        return Ok(PathBuf::from(p));
-    }
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .context("cannot run python3: install Python 3 or set ILF_PYTHON")?;
-    if !out.status.success() {
-        bail!("python3 failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
-}
-
 /// A throw-away virtual environment `$ILF_CACHE/<name>` holding `packages`, created on first
 /// use; returns its interpreter.
 pub fn venv(name: &str, packages: &[&str]) -> Result<PathBuf> {
@@ -34,7 +18,9 @@ pub fn venv(name: &str, packages: &[&str]) -> Result<PathBuf> {
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(python);
     }
-    run(Command::new(base_python()?).args(["-m", "venv"]).arg(&dir))?;
+    run(Command::new(ilf_lm::python::interpreter()?)
+        .args(["-m", "venv"])
+        .arg(&dir))?;
     eprintln!("installing {} into {}", packages.join(" "), dir.display());
     run(Command::new(&python)
         .args(["-m", "pip", "install", "--quiet"])

@@ -225,47 +225,12 @@ mod llama_peer {
     }
 }
 
+/// The PyTorch venv `$ILF_CACHE/bench-venv`, created on first use (a large download).
 fn venv_python() -> Result<PathBuf> {
-    let venv = ilf_data::cache_dir().join("bench-venv");
-    let python = venv.join("bin").join("python");
-    let ready = Command::new(&python)
-        .args(["-c", "import torch, transformers, gguf"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ready {
-        return Ok(python);
-    }
-    eprintln!(
-        "creating the PyTorch venv in {} (one-off, large download)",
-        venv.display()
-    );
-    let base = ilf_lm::python::interpreter()?;
-    let ok = Command::new(&base)
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()?
-        .success()
-        && Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "torch",
-                "transformers",
-                "gguf",
-                "accelerate",
-            ])
-            .status()?
-            .success();
-    if !ok {
-        bail!(
-            "could not create {} with torch, transformers and gguf",
-            venv.display()
-        );
-    }
-    Ok(python)
+    ilf_bench::venv(
+        "bench-venv",
+        &["torch", "transformers", "gguf", "accelerate"],
+    )
 }
 
 fn run_torch(args: &Args) -> Result<Measure> {

@@ -73,6 +73,13 @@ pub fn install(bytes: &[u8], origin: &str, dest: &Path) -> Result<Mbpp, DataErro
     Ok(mbpp.with_path(dest))
 }
 
+/// Lowercase hex SHA-256 of a file, read in a stream (model files are gigabytes).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -164,6 +171,15 @@ mod tests {
             "{text}"
         );
         assert!(!dest.exists());
+    }
+
+    #[test]
+    fn streamed_file_hash_equals_the_in_memory_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(sha256_file(&path).unwrap(), sha256_hex(&bytes));
     }
 
     #[test]

@@ -63,19 +63,7 @@ fn io_context(e: std::io::Error, what: String) -> anyhow::Error {
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", h.finalize()))
+    ilf_data::fetch::sha256_file(path).with_context(|| format!("hashing {}", path.display()))
 }
 
 /// Makes sure the model is in the cache and verified; returns its path. Idempotent: a verified

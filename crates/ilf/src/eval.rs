@@ -18,7 +18,6 @@ use ilf_data::{
 use ilf_sandbox::{Job, Pool, PoolConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
@@ -356,8 +355,7 @@ fn run_one(pool: &Pool, item: &Pending) -> ProgramOutcome {
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
+    ilf_data::fetch::sha256_file(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// The human table printed at the end of `ilf eval`.

@@ -189,11 +189,7 @@ pub fn sha256_path(path: &Path) -> Result<String> {
         }
         return Ok(format!("{:x}", h.finalize()));
     }
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot hash {}", path.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut file, &mut h).with_context(|| format!("cannot hash {}", path.display()))?;
-    Ok(format!("{:x}", h.finalize()))
+    ilf_data::fetch::sha256_file(path).with_context(|| format!("cannot hash {}", path.display()))
 }
 
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {

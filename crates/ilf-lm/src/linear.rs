@@ -2,8 +2,25 @@
 //! LoRA adapter: `y = x Wᵀ + b + scale · (dropout(x) Aᵀ) Bᵀ`.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, D};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// The seed of LoRA dropout masks, shared by all adapters of a model and set by the trainer
+/// before each micro-batch; each adapter mixes in its own salt. Masks are then a function of
+/// (seed, step, micro-batch, module), so a resumed run draws the same ones.
+#[derive(Debug, Clone, Default)]
+pub struct DropoutSeed(Arc<AtomicU64>);
+
+impl DropoutSeed {
+    pub fn set(&self, seed: u64) {
+        self.0.store(seed, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// A low-rank adapter (Hu et al. 2021, LoRA): `a` is `[r, in]`, `b` is `[out, r]`.
 ///
@@ -17,6 +34,23 @@ pub struct Lora {
     pub scale: f64,
     /// Dropout on the adapter's input, applied only by [`Linear::forward_t`] with `train = true`.
     pub dropout: f32,
+    /// Where this adapter's dropout masks come from: the shared seed, mixed with `salt`
+    /// (distinct per adapter).
+    pub dropout_seed: DropoutSeed,
+    pub salt: u64,
+}
+
+impl Lora {
+    /// `(p, mask seed)` when dropout is active in this forward pass.
+    fn dropout_now(&self, train: bool) -> Option<(f32, u64)> {
+        (train && self.dropout > 0.0).then(|| {
+            let salt = self
+                .salt
+                .wrapping_add(1)
+                .wrapping_mul(0xD1B5_4A32_D192_ED03);
+            (self.dropout, self.dropout_seed.get() ^ salt)
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +156,21 @@ impl Linear {
 
     /// Forward with LoRA dropout active when `train` is set.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let (Weight::Dense(w), Some(lora)) = (&self.weight, &self.lora) {
+            let frozen = !w.track_op() && self.bias.as_ref().is_none_or(|b| !b.track_op());
+            if x.track_op() && frozen && x.device().is_cpu() && x.dtype() == DType::F32 {
+                // Training LoRA over a frozen layer: one fused op (see lora_op.rs).
+                return crate::lora_op::lora_linear(
+                    x,
+                    w,
+                    self.bias.as_ref(),
+                    &lora.a,
+                    &lora.b,
+                    lora.scale,
+                    lora.dropout_now(train),
+                );
+            }
+        }
         let y = match &self.weight {
             Weight::Dense(w) => matmul_t(x, w)?,
             Weight::Quantized(q) => q.forward(x)?,
@@ -133,13 +182,10 @@ impl Linear {
         match &self.lora {
             None => Ok(y),
             Some(lora) => {
-                let xd = if train && lora.dropout > 0.0 {
-                    candle_nn::ops::dropout(x, lora.dropout)?
-                } else {
-                    x.clone()
-                };
-                let delta = matmul_t(&matmul_t(&xd, &lora.a)?, &lora.b)?;
-                y + (delta * lora.scale)?
+                let xd = crate::lora_op::apply_dropout(x, lora.dropout_now(train))?;
+                // Scaling the rank-r product, not the output-sized one.
+                let delta = matmul_t(&(matmul_t(&xd, &lora.a)? * lora.scale)?, &lora.b)?;
+                y + delta
             }
         }
     }
@@ -153,6 +199,10 @@ const FEW_ROWS: usize = 48;
 /// `x Wᵀ` for `x` of any rank: the leading dimensions are flattened into one matrix so a single
 /// GEMM runs over the whole batch (the transposed views cost no copy of the weight).
 fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.track_op() && !w.track_op() {
+        // Training through a frozen weight (LoRA's base, a tied lm_head): no weight gradient.
+        return crate::frozen_matmul::frozen_matmul_t(x, w);
+    }
     let dims = x.dims();
     let in_features = x.dim(D::Minus1)?;
     let rows = x.elem_count() / in_features.max(1);

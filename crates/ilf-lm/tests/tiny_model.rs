@@ -204,6 +204,8 @@ fn lora_adapters_change_the_output_and_receive_gradients() {
             b: b.as_tensor().clone(),
             scale: 2.0,
             dropout: 0.1,
+            dropout_seed: Default::default(),
+            salt: adapters.len() as u64,
         }));
         adapters.push((name, a, b));
     }

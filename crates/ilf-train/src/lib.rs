@@ -23,9 +23,8 @@
 //! 6. **Checkpoints** ([`checkpoint`]): after every `save_every` steps, atomically (temporary
 //!    directory, fsync, rename), keeping the last. `--resume` after `kill -9` continues to the
 //!    same weights as an uninterrupted run: the data order is a function of the seed and the
-//!    epoch, and the optimizer moments are saved. One exception: LoRA dropout draws from
-//!    candle's CPU generator, which cannot be seeded, so with `--lora-dropout` above zero a
-//!    resumed run is statistically, not bitwise, the same.
+//!    epoch, LoRA dropout masks are a function of `(seed, step, micro-batch, module)`, and the
+//!    optimizer moments are saved.
 //! 7. **Logs** ([`metrics`], [`loss_curve`]): `metrics.jsonl` (one row per step) and `loss.svg`.
 //! 8. **Exports** ([`export`]): a Hugging Face directory, a PEFT adapter, a GGUF file.
 

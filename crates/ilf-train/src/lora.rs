@@ -4,7 +4,7 @@
 use crate::error::TrainError;
 use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
-use ilf_lm::linear::{Linear, Lora};
+use ilf_lm::linear::{DropoutSeed, Linear, Lora};
 use ilf_lm::models::Model;
 use rand::{Rng, SeedableRng};
 
@@ -110,8 +110,14 @@ impl Adapter {
 
 /// Attaches fresh adapters to every targeted layer of `model`, in the model's layer order. A is
 /// drawn from U(−1/√in, 1/√in) (`kaiming_uniform_(a=√5)`, as PEFT does) with a generator seeded
-/// by `seed`, so runs are reproducible; B is zero.
-pub fn attach(model: &mut Model, options: &LoraOptions, seed: u64) -> Result<Vec<Adapter>> {
+/// by `seed`, so runs are reproducible; B is zero. Dropout masks come from `dropout_seed`, which
+/// the trainer sets before each micro-batch.
+pub fn attach(
+    model: &mut Model,
+    options: &LoraOptions,
+    seed: u64,
+    dropout_seed: &DropoutSeed,
+) -> Result<Vec<Adapter>> {
     options.validate(
         model
             .linears()
@@ -133,19 +139,28 @@ pub fn attach(model: &mut Model, options: &LoraOptions, seed: u64) -> Result<Vec
             .collect();
         let a = Var::from_vec(a, (options.rank, inp), &Device::Cpu)?;
         let b = Var::zeros((out, options.rank), candle_core::DType::F32, &Device::Cpu)?;
-        set(linear, &a, &b, options);
+        set(linear, &a, &b, options, dropout_seed, adapters.len() as u64);
         adapters.push(Adapter { module, a, b });
     }
     Ok(adapters)
 }
 
 /// Points `linear` at the adapter `a`/`b` (the Vars themselves, so gradients reach them).
-fn set(linear: &mut Linear, a: &Var, b: &Var, options: &LoraOptions) {
+fn set(
+    linear: &mut Linear,
+    a: &Var,
+    b: &Var,
+    options: &LoraOptions,
+    seed: &DropoutSeed,
+    salt: u64,
+) {
     linear.set_lora(Some(Lora {
         a: a.as_tensor().clone(),
         b: b.as_tensor().clone(),
         scale: options.scale(),
         dropout: options.dropout,
+        dropout_seed: seed.clone(),
+        salt,
     }));
 }
 

@@ -5,6 +5,7 @@ use crate::lora::{self, Adapter, LoraOptions};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use ilf_lm::linear::DropoutSeed;
 use ilf_lm::models::decoder::tensor_shapes;
 use ilf_lm::models::{Config, Model};
 use std::collections::HashMap;
@@ -27,6 +28,8 @@ pub struct Trainable {
     /// The frozen base weights (LoRA only; under full fine-tuning the Vars are the weights).
     frozen: HashMap<String, Tensor>,
     pub method: Method,
+    /// The seed of the adapters' dropout masks; the trainer sets it per micro-batch.
+    pub dropout_seed: DropoutSeed,
 }
 
 impl Trainable {
@@ -82,15 +85,17 @@ impl Trainable {
                     adapters: Vec::new(),
                     frozen: HashMap::new(),
                     method: Method::Full,
+                    dropout_seed: DropoutSeed::default(),
                 })
             }
             Method::Lora(ref options) => {
+                let dropout_seed = DropoutSeed::default();
                 for t in weights.values_mut() {
                     *t = t.to_dtype(DType::F32)?;
                 }
                 let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
                 let mut model = Model::new(config, vb)?;
-                let adapters = lora::attach(&mut model, options, seed)?;
+                let adapters = lora::attach(&mut model, options, seed, &dropout_seed)?;
                 let params = adapters
                     .iter()
                     .flat_map(|a| [(a.a_name(), a.a.clone()), (a.b_name(), a.b.clone())])
@@ -101,6 +106,7 @@ impl Trainable {
                     adapters,
                     frozen: weights,
                     method,
+                    dropout_seed,
                 })
             }
         }

@@ -212,6 +212,12 @@ impl Trainer {
             let members = &order[mb * m..((mb + 1) * m).min(order.len())];
             let rows: Vec<_> = members.iter().map(|&i| self.sequences[i].row()).collect();
             let batch = MicroBatch::new(&rows, self.end_of_text, &Device::Cpu)?;
+            // Dropout masks as a function of (seed, step, micro-batch): resume draws the same.
+            self.trainable.dropout_seed.set(
+                self.options.seed
+                    ^ (k as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407)
+                    ^ (mb as u64 + 1).wrapping_mul(0x9FB2_1C65_1E98_DF25),
+            );
             let logits = self.trainable.model.forward_t(&batch.input_ids, true)?;
             let loss = masked_loss(&logits, &batch)?;
             drop(logits);

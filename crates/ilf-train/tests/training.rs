@@ -220,6 +220,38 @@ fn lora_resume_equals_uninterrupted() {
     resume_equals_uninterrupted(lora());
 }
 
+/// LoRA dropout draws seeded masks, so even with dropout a resumed run is bitwise the same.
+#[test]
+fn lora_with_dropout_resume_equals_uninterrupted() {
+    resume_equals_uninterrupted(Method::Lora(LoraOptions {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.3,
+        ..Default::default()
+    }));
+}
+
+/// Dropout is really applied: the same run with and without it ends at different adapters.
+#[test]
+fn lora_dropout_changes_training() {
+    let examples = common::examples();
+    let with = |dropout: f32| {
+        let mut t = trainer(
+            Method::Lora(LoraOptions {
+                rank: 4,
+                alpha: 8.0,
+                dropout,
+                ..Default::default()
+            }),
+            &examples,
+        );
+        t.step(&mut |_| {}).unwrap();
+        t.step(&mut |_| {}).unwrap();
+        t.trainable.params[1].1.as_tensor().clone()
+    };
+    assert!(common::max_diff(&with(0.0), &with(0.3)) > 1e-7);
+}
+
 #[test]
 fn resuming_with_other_settings_or_without_flag_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,209 @@
+//! A frozen linear layer plus its LoRA adapter as one op: `y = x Wᵀ + b + s·(drop(x) Aᵀ) Bᵀ`.
+//!
+//! Composed from candle ops this keeps four output-sized tensors per projection alive until
+//! backward ends (the frozen product, the adapter's product, its scaling, the sum), because
+//! candle's graph holds every intermediate whether its backward needs it or not. Fused, the
+//! graph holds only the output; backward recomputes the rank-`r` product, which is cheap. With
+//! the MLP's 4,864-wide projections this roughly halves a LoRA step's activation memory on
+//! Qwen2.5-Coder-0.5B. The dropout mask is a function of a seed, so a resumed run draws the
+//! same masks (candle's own dropout cannot be seeded).
+
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+
+/// `drop(x)`'s mask as multipliers (`0` or `1/(1-p)`), element `i` drawn from
+/// `splitmix64(seed ⊕ i)`: counter-based, so any element can be regenerated without a stream.
+pub fn dropout_mask(seed: u64, n: usize, p: f32) -> Vec<f32> {
+    let keep = 1.0 / (1.0 - p);
+    (0..n as u64)
+        .map(|i| {
+            let u = (splitmix64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 40) as f32
+                / (1u64 << 24) as f32;
+            if u < p {
+                0.0
+            } else {
+                keep
+            }
+        })
+        .collect()
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `x` with dropout applied by the seeded mask, or `x` itself when `dropout` is `None`.
+pub fn apply_dropout(x: &Tensor, dropout: Option<(f32, u64)>) -> Result<Tensor> {
+    match dropout {
+        None => Ok(x.clone()),
+        Some((p, seed)) => {
+            let mask =
+                Tensor::from_vec(dropout_mask(seed, x.elem_count(), p), x.shape(), x.device())?;
+            x.mul(&mask)
+        }
+    }
+}
+
+/// The fused frozen-linear-plus-adapter; `x` is `[.., in]`, `a` `[r, in]`, `b` `[out, r]`.
+/// `weight` (`[out, in]`) and `bias` must be frozen. CPU and f32 only: callers fall back to the
+/// composed form elsewhere.
+pub fn lora_linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    dropout: Option<(f32, u64)>,
+) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &a.contiguous()?,
+        &b.contiguous()?,
+        LoraLinear {
+            weight: weight.contiguous()?,
+            bias: bias.cloned(),
+            scale,
+            dropout,
+        },
+    )
+}
+
+struct LoraLinear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    scale: f64,
+    dropout: Option<(f32, u64)>,
+}
+
+/// A fresh tensor holding a copy of a contiguous f32 storage view (no graph).
+fn tensor_of(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("lora op: inputs must be contiguous".into()))?;
+    match s {
+        CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], l.shape(), &Device::Cpu),
+        _ => candle_core::bail!("lora op: f32 only"),
+    }
+}
+
+/// `[rows, features]` view of `[.., features]`.
+fn rows(t: &Tensor) -> Result<Tensor> {
+    let f = t.dim(candle_core::D::Minus1)?;
+    t.reshape((t.elem_count() / f.max(1), f))
+}
+
+impl CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        as_: &CpuStorage,
+        al: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = tensor_of(xs, xl)?;
+        let (a, b) = (tensor_of(as_, al)?, tensor_of(bs, bl)?);
+        let x2 = rows(&x)?;
+        let mut y = x2.matmul(&self.weight.t()?)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        let h = (apply_dropout(&x2, self.dropout)?.matmul(&a.t()?)? * self.scale)?;
+        let y = (y + h.matmul(&b.t()?)?)?;
+        let mut dims = xl.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = self.weight.dim(0)?;
+        }
+        Ok((
+            CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
+            Shape::from(dims),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = rows(grad)?;
+        let x2 = rows(x)?;
+        let xd = apply_dropout(&x2, self.dropout)?;
+        let gb = (g.matmul(b)? * self.scale)?; // [m, r]
+        let through_adapter = gb.matmul(a)?; // [m, in]
+        let through_adapter = match self.dropout {
+            None => through_adapter,
+            Some(_) => apply_dropout(&through_adapter, self.dropout)?,
+        };
+        let dx = (g.matmul(&self.weight)? + through_adapter)?.reshape(x.shape())?;
+        let da = gb.t()?.matmul(&xd)?;
+        let h = (xd.matmul(&a.t()?)? * self.scale)?;
+        let db = g.t()?.matmul(&h)?;
+        Ok((Some(dx), Some(da), Some(db)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// The fused op against the same arithmetic composed from candle ops: values and the
+    /// gradients of `x`, `A` and `B`, with and without dropout.
+    #[test]
+    fn fused_equals_composed() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (6, 4), &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, 6, &dev)?;
+        let probe = Tensor::randn(0f32, 1.0, (2, 3, 6), &dev)?;
+        for dropout in [None, Some((0.3f32, 7u64))] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 4), &dev)?)?;
+            let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4), &dev)?)?;
+            let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (6, 2), &dev)?)?;
+            let fused = lora_linear(x.as_tensor(), &w, Some(&bias), &a, &b, 1.5, dropout)?;
+            let xd = apply_dropout(x.as_tensor(), dropout)?;
+            let composed = (x
+                .as_tensor()
+                .broadcast_matmul(&w.t()?)?
+                .broadcast_add(&bias)?
+                + (xd.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)? * 1.5)?)?;
+            assert!(max_diff(&fused, &composed) < 1e-4);
+            let gf = (fused * &probe)?.sum_all()?.backward()?;
+            let gc = (composed * &probe)?.sum_all()?.backward()?;
+            for v in [&x, &a, &b] {
+                let d = max_diff(gf.get(v).unwrap(), gc.get(v).unwrap());
+                assert!(d < 1e-4, "gradient differs by {d} (dropout {dropout:?})");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_mask_is_a_function_of_the_seed_and_drops_about_p() {
+        let m1 = dropout_mask(3, 100_000, 0.1);
+        assert_eq!(m1, dropout_mask(3, 100_000, 0.1));
+        assert_ne!(m1, dropout_mask(4, 100_000, 0.1));
+        let dropped = m1.iter().filter(|&&v| v == 0.0).count() as f64 / 1e5;
+        assert!((dropped - 0.1).abs() < 0.01, "dropped {dropped}");
+    }
+}

@@ -29,6 +29,15 @@ pub fn venv(name: &str, packages: &[&str]) -> Result<PathBuf> {
     Ok(python)
 }
 
+/// The PyTorch venv (torch, transformers, PEFT, gguf) shared by `bench_train` and
+/// `bench_sample`, so the large download happens once.
+pub fn torch_venv() -> Result<PathBuf> {
+    venv(
+        "bench-venv-train",
+        &["torch", "transformers", "peft", "safetensors", "gguf"],
+    )
+}
+
 fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()

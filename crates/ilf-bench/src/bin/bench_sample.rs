@@ -3,12 +3,34 @@
 //! The setting of issue 3: Qwen2.5-Coder-0.5B, n samples per prompt sharing one prefill, T = 0.8,
 //! a fixed number of new tokens (EOS is ignored so every engine does the same work). Each engine
 //! runs in its own process so its peak memory (VmHWM / ru_maxrss) is its own; this binary
-//! re-invokes itself with `--worker ours|llama` and runs `peers/sample_torch.py` in the venv
-//! under `$ILF_CACHE/bench-venv` (created on first use).
+//! re-invokes itself with `--worker ours|ours1|llama|llama1` and runs `peers/sample_torch.py` in
+//! the PyTorch venv shared with `bench_train` (`$ILF_CACHE/bench-venv-train`, created on first
+//! use).
+//!
+//! Engines: `ours` (ilf, all samples decoded together), `llama` (llama.cpp's batched
+//! multi-sequence decode: the prompt decoded once into sequence 0 and shared with the other n−1
+//! through the unified KV cache, then one `llama_decode` per step holding one token per
+//! sequence), `llama1` and `ours1` (one stream: n = 1 per prompt, the single-stream reference),
+//! `torch` (transformers `generate` with `num_return_sequences = n`).
+//!
+//! llama-cpp-sys-2 configures llama.cpp with `GGML_NATIVE=OFF` unless rustc itself targets
+//! `-C target-cpu=native`, so ggml gets its portable x86 set (AVX2, FMA, F16C) rather than the
+//! AVX-512/VNNI kernels a user's own llama.cpp build (`GGML_NATIVE`) uses on such a CPU. Its
+//! build script hands `GGML_*` variables to CMake, but only when it first configures the build
+//! directory (it never reconfigures one), so build the peer for the CPU at hand from a fresh
+//! build directory:
 //!
 //! ```text
-//! cargo run --release -p ilf-bench --bin bench_sample -- --tasks 11,12 --n 10 --max-tokens 128
+//! GGML_AVX=ON GGML_AVX2=ON GGML_FMA=ON GGML_F16C=ON GGML_BMI2=ON GGML_AVX512=ON \
+//!   GGML_AVX512_VNNI=ON GGML_AVX512_VBMI=ON GGML_AVX512_BF16=ON GGML_AVX_VNNI=ON \
+//!   cargo build --release -p ilf-bench --features llama --bin bench_sample
+//! ILF_MBPP=/path/to/mbpp.jsonl target/release/bench_sample --tasks 11,12 --n 10 --max-tokens 128
 //! ```
+//!
+//! The llama.cpp rows name the SIMD features the linked ggml reports
+//! (`llama_print_system_info`). ggml's CPU threads spin while they wait for each other, so
+//! llama.cpp slows down far more than candle's rayon pool when other processes compete for the
+//! cores: compare figures only from a quiet machine (the load average is printed).
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -37,9 +59,17 @@ struct Args {
     /// How ilf holds the weights: inference (f32) or quantized.
     #[arg(long, default_value = "inference")]
     mode: String,
-    /// Engines to run, comma-separated: ours, torch, llama.
-    #[arg(long, default_value = "ours,torch,llama")]
+    /// Engines to run, comma-separated: ours, ours1, llama, llama1, torch (see the module docs).
+    #[arg(long, default_value = "ours,llama,llama1,torch")]
     engines: String,
+    /// Threads every engine may use (candle's rayon pool, llama.cpp, torch).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// llama.cpp: one KV buffer shared by all sequences, so the prompt's cells are stored once
+    /// and `seq_cp` only tags them (llama-batched's `--kv-unified`); `false` gives each sequence
+    /// its own stream and copies the prompt into each.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    llama_kv_unified: bool,
     /// Internal: run one engine in this process and print its JSON result.
     #[arg(long, hide = true)]
     worker: Option<String>,
@@ -86,12 +116,13 @@ fn model_path(spec: &str) -> Result<PathBuf> {
     }
 }
 
-fn run_ours(args: &Args) -> Result<Measure> {
+/// ilf with `n` samples per prompt (`args.n` batched, 1 for the single-stream row).
+fn run_ours(args: &Args, n: usize, engine: &str) -> Result<Measure> {
     use ilf_lm::sampling::{GenRequest, Generator, LocalGenerator, NoStop, SamplingParams};
     let mode = match args.mode.as_str() {
         "inference" => ilf_lm::LoadMode::Inference,
         "quantized" => ilf_lm::LoadMode::Quantized,
-        other => bail!("unknown --mode {other}"),
+        other => bail!("unknown --mode {other} (inference or quantized)"),
     };
     let loaded = ilf_lm::load(&args.model, &candle_core::Device::Cpu, mode)?;
     let prompts = prompts(args)?;
@@ -104,12 +135,13 @@ fn run_ours(args: &Args) -> Result<Measure> {
     let requests: Vec<GenRequest> = prompts
         .iter()
         .enumerate()
-        .map(|(i, p)| GenRequest::new(p.clone(), args.n, i as u64, params))
+        .map(|(i, p)| GenRequest::new(p.clone(), n, i as u64, params))
         .collect();
-    let batch = if args.batch == 0 {
-        args.n * prompts.len()
-    } else {
-        args.batch
+    // The single-stream row decodes one sequence at a time, like `llama1`.
+    let batch = match (n, args.batch) {
+        (1, _) => 1,
+        (_, 0) => n * prompts.len(),
+        (_, b) => b,
     };
     // No EOS: every sample decodes exactly max_tokens, the same work as the peers.
     let generator = LocalGenerator {
@@ -126,22 +158,39 @@ fn run_ours(args: &Args) -> Result<Measure> {
     })?;
     let seconds = start.elapsed().as_secs_f64();
     Ok(Measure {
-        engine: "ilf".into(),
+        engine: engine.into(),
         tokens,
         seconds,
         tokens_per_s: tokens as f64 / seconds,
         peak_rss_mb: peak_rss_mb(),
-        note: format!("candle, {} weights, batch {batch}", args.mode),
+        note: format!(
+            "candle, {} weights, batch {batch}, {} threads",
+            args.mode,
+            rayon_threads()
+        ),
     })
 }
 
+/// The size of the rayon pool candle computes on (set through `RAYON_NUM_THREADS` by
+/// [`run_worker`]).
+fn rayon_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+}
+
 #[cfg(feature = "llama")]
-fn run_llama(args: &Args) -> Result<Measure> {
-    llama_peer::run(args, &model_path(&args.model)?, &prompts(args)?)
+fn run_llama(args: &Args, n: usize, engine: &str) -> Result<Measure> {
+    llama_peer::run(args, n, engine, &model_path(&args.model)?, &prompts(args)?)
 }
 
 #[cfg(not(feature = "llama"))]
-fn run_llama(_args: &Args) -> Result<Measure> {
+fn run_llama(_args: &Args, _n: usize, _engine: &str) -> Result<Measure> {
     bail!("built without the `llama` feature (cargo run --release -p ilf-bench --features llama --bin bench_sample)")
 }
 
@@ -159,33 +208,89 @@ mod llama_peer {
     use std::path::Path;
     use std::time::Instant;
 
-    /// llama.cpp's batched decode: the prompt is decoded once into sequence 0, its KV copied to
-    /// the other n−1 sequences, then all n decode together (llama.cpp's `batched` example).
-    pub fn run(args: &Args, path: &Path, prompts: &[String]) -> Result<Measure> {
+    extern "C" {
+        /// From the llama.cpp library linked through llama-cpp-sys-2 (llama.h), which
+        /// llama-cpp-2 does not wrap.
+        fn llama_print_system_info() -> *const std::ffi::c_char;
+    }
+
+    /// The SIMD features the linked ggml CPU backend was compiled with (`AVX2 = 1 | …`).
+    fn simd_features() -> String {
+        // SAFETY: llama_print_system_info returns a pointer to a NUL-terminated static buffer
+        // that stays valid until the next call; it is copied out at once.
+        let info = unsafe { std::ffi::CStr::from_ptr(llama_print_system_info()) }
+            .to_string_lossy()
+            .into_owned();
+        let on: Vec<&str> = info
+            .split('|')
+            .filter_map(|f| f.split_once('='))
+            .filter(|(_, v)| v.trim() == "1")
+            .map(|(k, _)| k.trim().trim_start_matches("CPU :").trim())
+            .filter(|k| k.starts_with("AVX") || k.starts_with("FMA"))
+            .collect();
+        if on.is_empty() {
+            "no AVX".into()
+        } else {
+            on.join("+")
+        }
+    }
+
+    /// llama.cpp's batched decode (its `batched` example): the prompt is decoded once into
+    /// sequence 0, its cells shared with sequences 1..n by `seq_cp`, then every step is one
+    /// `llama_decode` holding one token per sequence. With `n = 1` this is plain single-stream
+    /// decoding.
+    pub fn run(
+        args: &Args,
+        n: usize,
+        engine: &str,
+        path: &Path,
+        prompts: &[String],
+    ) -> Result<Measure> {
+        // llama.cpp logs to stderr, which the parent shows only when the worker fails.
         let backend = LlamaBackend::init()?;
-        let model = LlamaModel::load_from_file(&backend, path, &LlamaModelParams::default())?;
-        let n = args.n;
+        let model = LlamaModel::load_from_file(&backend, path, &LlamaModelParams::default())
+            .with_context(|| format!("llama.cpp loading {}", path.display()))?;
+        let threads = args.threads as i32;
         let mut tokens = 0;
         let mut seconds = 0.0;
+        let mut ctx_note = String::new();
         for (pi, prompt) in prompts.iter().enumerate() {
             let ids = model.vocab().tokenize(prompt.as_bytes(), false, false);
-            let ctx_len = (ids.len() + args.max_tokens) * n + 64;
+            // Unified cache: the prompt once plus n continuations; split streams: each
+            // sequence gets n_ctx / n_seq_max cells and needs the prompt plus its continuation.
+            let needed = if args.llama_kv_unified {
+                ids.len() + n * args.max_tokens
+            } else {
+                (ids.len() + args.max_tokens) * n
+            };
+            let n_ctx = (needed + 64) as u32;
+            // n_batch covers the prompt in one decode call; n_ubatch (the compute graph's
+            // width) likewise, so neither the prefill nor a step is split.
+            let n_batch = (ids.len().max(n) as u32).max(512);
             let cparams = LlamaContextParams::default()
-                .with_n_ctx(NonZeroU32::new(ctx_len as u32))
-                .with_n_batch(ctx_len as u32)
+                .with_n_ctx(NonZeroU32::new(n_ctx))
+                .with_n_batch(n_batch)
+                .with_n_ubatch(n_batch)
                 .with_n_seq_max(n as u32)
-                .with_n_threads(2)
-                .with_n_threads_batch(2);
+                .with_kv_unified(args.llama_kv_unified)
+                .with_n_threads(threads)
+                .with_n_threads_batch(threads);
             let mut ctx = model
                 .new_context(&backend, cparams)
                 .context("llama.cpp context")?;
+            ctx_note = format!(
+                "n_ctx {}, n_batch {}, n_seq_max {n}, kv_unified {}",
+                ctx.n_ctx(),
+                ctx.n_batch(),
+                args.llama_kv_unified
+            );
             let start = Instant::now();
-            let mut batch = LlamaBatch::new(ctx_len, n as i32);
+            let mut batch = LlamaBatch::new(n_batch as usize, n as i32);
             let last = ids.len() - 1;
             for (i, &t) in ids.iter().enumerate() {
                 batch.add(t, i as i32, &[0], i == last)?;
             }
-            ctx.decode(&mut batch)?;
+            ctx.decode(&mut batch).context("llama.cpp prefill")?;
             for s in 1..n {
                 ctx.copy_kv_cache_seq(0, s as i32, None, None)?;
             }
@@ -198,43 +303,45 @@ mod llama_peer {
                 })
                 .collect();
             let mut logits_index: Vec<i32> = vec![batch.n_tokens() - 1; n];
-            let mut pos = ids.len() as i32;
-            for _ in 0..args.max_tokens {
+            for step in 0..args.max_tokens {
                 let next: Vec<_> = (0..n)
                     .map(|s| samplers[s].sample(&ctx, logits_index[s]))
                     .collect();
+                tokens += n;
+                if step + 1 == args.max_tokens {
+                    // The last sampled tokens need no forward pass (as in ilf and transformers).
+                    break;
+                }
                 batch.clear();
+                // The token sampled at `step` sits at position prompt + step of its sequence.
+                let pos = (ids.len() + step) as i32;
                 for (s, t) in next.into_iter().enumerate() {
                     batch.add(t, pos, &[s as i32], true)?;
                     logits_index[s] = s as i32;
                 }
-                pos += 1;
-                ctx.decode(&mut batch)?;
-                tokens += n;
+                ctx.decode(&mut batch)
+                    .with_context(|| format!("llama.cpp decode step {step}"))?;
             }
             seconds += start.elapsed().as_secs_f64();
         }
         Ok(Measure {
-            engine: "llama.cpp".into(),
+            engine: engine.into(),
             tokens,
             seconds,
             tokens_per_s: tokens as f64 / seconds,
             peak_rss_mb: peak_rss_mb(),
-            note: "llama-cpp-2, batched decode, shared prompt, 2 threads".into(),
+            note: format!(
+                "llama-cpp-2, {} stream{}, shared prompt, {threads} threads, {ctx_note}, {}",
+                n,
+                if n == 1 { "" } else { "s" },
+                simd_features()
+            ),
         })
     }
 }
 
-/// The PyTorch venv `$ILF_CACHE/bench-venv`, created on first use (a large download).
-fn venv_python() -> Result<PathBuf> {
-    ilf_bench::venv(
-        "bench-venv",
-        &["torch", "transformers", "gguf", "accelerate"],
-    )
-}
-
 fn run_torch(args: &Args) -> Result<Measure> {
-    let python = venv_python()?;
+    let python = ilf_bench::torch_venv()?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("peers")
         .join("sample_torch.py");
@@ -251,6 +358,8 @@ fn run_torch(args: &Args) -> Result<Measure> {
             &args.n.to_string(),
             "--max-tokens",
             &args.max_tokens.to_string(),
+            "--threads",
+            &args.threads.to_string(),
         ])
         .args(["--temperature", &args.temperature.to_string()])
         .output()
@@ -270,11 +379,12 @@ fn run_torch(args: &Args) -> Result<Measure> {
     serde_json::from_str(&last).with_context(|| format!("reading the torch peer's result {last:?}"))
 }
 
-fn run_worker(engine: &str) -> Result<Measure> {
+fn run_worker(args: &Args, engine: &str) -> Result<Measure> {
     let exe = std::env::current_exe()?;
     let out = Command::new(exe)
         .args(std::env::args().skip(1))
         .args(["--worker", engine])
+        .env("RAYON_NUM_THREADS", args.threads.to_string())
         .output()
         .with_context(|| format!("running the {engine} worker"))?;
     if !out.status.success() {
@@ -296,8 +406,10 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(engine) = &args.worker {
         let m = match engine.as_str() {
-            "ours" => run_ours(&args)?,
-            "llama" => run_llama(&args)?,
+            "ours" => run_ours(&args, args.n, "ilf")?,
+            "ours1" => run_ours(&args, 1, "ilf 1 stream")?,
+            "llama" => run_llama(&args, args.n, "llama.cpp")?,
+            "llama1" => run_llama(&args, 1, "llama.cpp 1 stream")?,
             other => bail!("unknown worker {other}"),
         };
         println!("{}", serde_json::to_string(&m)?);
@@ -305,16 +417,17 @@ fn main() -> Result<()> {
     }
     let task_count = ilf_data::split::parse_task_ids(&args.tasks)?.len();
     println!(
-        "sampling benchmark: {} , {task_count} prompts × n = {}, T = {}, {} new tokens each, {} threads",
+        "sampling benchmark: {}, {task_count} prompts × n = {}, T = {}, {} new tokens each, {} threads, load average {}",
         args.model,
         args.n,
         args.temperature,
         args.max_tokens,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        args.threads,
+        load_average()
     );
     // Rows print as each engine finishes, so a slow peer cut short still leaves the others.
     println!(
-        "{:<12} {:>8} {:>9} {:>10} {:>12}  note",
+        "{:<20} {:>8} {:>9} {:>10} {:>12}  note",
         "engine", "tokens", "seconds", "tokens/s", "peak RSS MB"
     );
     let mut results = Vec::new();
@@ -325,16 +438,16 @@ fn main() -> Result<()> {
         .filter(|e| !e.is_empty())
     {
         let r = match engine {
-            "ours" | "llama" => run_worker(engine),
+            "ours" | "ours1" | "llama" | "llama1" => run_worker(&args, engine),
             "torch" => run_torch(&args),
             other => Err(anyhow::anyhow!(
-                "unknown engine {other} (ours, torch, llama)"
+                "unknown engine {other} (ours, ours1, llama, llama1, torch)"
             )),
         };
         match r {
             Ok(m) => {
                 println!(
-                    "{:<12} {:>8} {:>9.1} {:>10.1} {:>12.0}  {}",
+                    "{:<20} {:>8} {:>9.1} {:>10.1} {:>12.0}  {}",
                     m.engine, m.tokens, m.seconds, m.tokens_per_s, m.peak_rss_mb, m.note
                 );
                 results.push(m);
@@ -345,11 +458,20 @@ fn main() -> Result<()> {
     if let Some(ours) = results.iter().find(|m| m.engine == "ilf") {
         for peer in results.iter().filter(|m| m.engine != "ilf") {
             println!(
-                "ilf / {}: {:.2}× tokens/s",
+                "ilf / {}: {:.2}× tokens/s, {:.2}× peak RSS",
                 peer.engine,
-                ours.tokens_per_s / peer.tokens_per_s
+                ours.tokens_per_s / peer.tokens_per_s,
+                ours.peak_rss_mb / peer.peak_rss_mb
             );
         }
     }
+    println!("load average at the end: {}", load_average());
     Ok(())
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute figures: other work on the machine skews every row.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }

@@ -110,6 +110,7 @@ fn write_data(args: &Args, path: &Path) -> Result<()> {
 
 fn run_ours(args: &Args, mode: &str, data: &Path) -> Result<Measure> {
     let base = ilf_train::base::load_base(&args.model)?;
+    eprintln!("MEM after load {}", peak_rss_mb());
     let examples = ilf_train::data::load_examples(data)?;
     let method = match mode {
         "full" => Method::Full,
@@ -132,12 +133,14 @@ fn run_ours(args: &Args, mode: &str, data: &Path) -> Result<Measure> {
         &examples,
         options,
     )?;
+    eprintln!("MEM after trainer {}", peak_rss_mb());
     let started = Instant::now();
     let (mut tokens, mut loss) = (0, f64::NAN);
     while !trainer.is_done() {
         let m = trainer.step(&mut |_| {})?;
         tokens += m.tokens;
         loss = m.loss;
+        eprintln!("MEM after step {}", peak_rss_mb());
     }
     let seconds = started.elapsed().as_secs_f64();
     Ok(Measure {
@@ -152,14 +155,6 @@ fn run_ours(args: &Args, mode: &str, data: &Path) -> Result<Measure> {
     })
 }
 
-/// The venv with PyTorch, transformers, PEFT and gguf, created on first use.
-fn venv_python() -> Result<PathBuf> {
-    ilf_bench::venv(
-        "bench-venv-train",
-        &["torch", "transformers", "peft", "safetensors", "gguf"],
-    )
-}
-
 fn gguf_path(spec: &str) -> Result<PathBuf> {
     match ilf_lm::load::resolve(spec)? {
         ilf_lm::load::ModelSource::Gguf(p) => Ok(p),
@@ -171,7 +166,7 @@ fn gguf_path(spec: &str) -> Result<PathBuf> {
 }
 
 fn run_torch(args: &Args, mode: &str, data: &Path) -> Result<Measure> {
-    let python = venv_python()?;
+    let python = ilf_bench::torch_venv()?;
     let script = ilf_bench::peers_dir().join("train_torch.py");
     let targets = lora().targets.join(",");
     let out = Command::new(&python)

@@ -7,11 +7,12 @@
 //! the PyTorch venv shared with `bench_train` (`$ILF_CACHE/bench-venv-train`, created on first
 //! use).
 //!
-//! Engines: `ours` (ilf, all samples decoded together), `llama` (llama.cpp's batched
-//! multi-sequence decode: the prompt decoded once into sequence 0 and shared with the other n−1
-//! through the unified KV cache, then one `llama_decode` per step holding one token per
-//! sequence), `llama1` and `ours1` (one stream: n = 1 per prompt, the single-stream reference),
-//! `torch` (transformers `generate` with `num_return_sequences = n`).
+//! Engines: `ours` (ilf, all samples of all prompts decoded together unless `--batch`), `llama`
+//! (llama.cpp's batched multi-sequence decode with as many sequences per step: each prompt
+//! decoded once and its cells shared with its n sequences through the unified KV cache, then one
+//! `llama_decode` per step holding one token per sequence), `llama1` and `ours1` (one stream:
+//! n = 1, one prompt at a time, the single-stream reference), `torch` (transformers `generate`
+//! with `num_return_sequences = n`, prompts left-padded into batches of the same width).
 //!
 //! llama-cpp-sys-2 configures llama.cpp with `GGML_NATIVE=OFF` unless rustc itself targets
 //! `-C target-cpu=native`, so ggml gets its portable x86 set (AVX2, FMA, F16C) rather than the
@@ -29,8 +30,9 @@
 //!
 //! The llama.cpp rows name the SIMD features the linked ggml reports
 //! (`llama_print_system_info`). ggml's CPU threads spin while they wait for each other, so
-//! llama.cpp slows down far more than candle's rayon pool when other processes compete for the
-//! cores: compare figures only from a quiet machine (the load average is printed).
+//! llama.cpp (and PyTorch's OpenMP pool) slow down far more than candle's rayon pool when other
+//! processes compete for the cores: compare figures only from a quiet machine (the load average
+//! is printed).
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -235,10 +237,11 @@ mod llama_peer {
         }
     }
 
-    /// llama.cpp's batched decode (its `batched` example): the prompt is decoded once into
-    /// sequence 0, its cells shared with sequences 1..n by `seq_cp`, then every step is one
-    /// `llama_decode` holding one token per sequence. With `n = 1` this is plain single-stream
-    /// decoding.
+    /// llama.cpp's batched decode (its `batched` example), as wide as ilf's batch: the prompts
+    /// of a group are decoded once, prompt `g` into sequence `g·n`, whose cells `seq_cp` shares
+    /// with sequences `g·n+1 … g·n+n−1`; then every step is one `llama_decode` holding one
+    /// token per sequence. With `n = 1` this is plain single-stream decoding, one prompt at a
+    /// time.
     pub fn run(
         args: &Args,
         n: usize,
@@ -251,27 +254,39 @@ mod llama_peer {
         let model = LlamaModel::load_from_file(&backend, path, &LlamaModelParams::default())
             .with_context(|| format!("llama.cpp loading {}", path.display()))?;
         let threads = args.threads as i32;
+        // The same rows per decode step as ilf's `--batch` (0: every sample of every prompt).
+        let per_group = match (n, args.batch) {
+            (1, _) => 1,
+            (_, 0) => prompts.len(),
+            (_, b) => (b / n).max(1),
+        };
         let mut tokens = 0;
         let mut seconds = 0.0;
         let mut ctx_note = String::new();
-        for (pi, prompt) in prompts.iter().enumerate() {
-            let ids = model.vocab().tokenize(prompt.as_bytes(), false, false);
-            // Unified cache: the prompt once plus n continuations; split streams: each
-            // sequence gets n_ctx / n_seq_max cells and needs the prompt plus its continuation.
+        for (gi, group) in prompts.chunks(per_group).enumerate() {
+            let ids: Vec<_> = group
+                .iter()
+                .map(|p| model.vocab().tokenize(p.as_bytes(), false, false))
+                .collect();
+            let seqs = group.len() * n;
+            let prompt_tokens: usize = ids.iter().map(Vec::len).sum();
+            let longest = ids.iter().map(Vec::len).max().unwrap_or(0);
+            // Unified cache: each prompt once plus n continuations of it; split streams: each
+            // sequence gets n_ctx / n_seq_max cells and needs its prompt plus continuation.
             let needed = if args.llama_kv_unified {
-                ids.len() + n * args.max_tokens
+                prompt_tokens + seqs * args.max_tokens
             } else {
-                (ids.len() + args.max_tokens) * n
+                (longest + args.max_tokens) * seqs
             };
             let n_ctx = (needed + 64) as u32;
-            // n_batch covers the prompt in one decode call; n_ubatch (the compute graph's
+            // n_batch covers all prompts in one decode call and n_ubatch (the compute graph's
             // width) likewise, so neither the prefill nor a step is split.
-            let n_batch = (ids.len().max(n) as u32).max(512);
+            let n_batch = (prompt_tokens.max(seqs) as u32).max(512);
             let cparams = LlamaContextParams::default()
                 .with_n_ctx(NonZeroU32::new(n_ctx))
                 .with_n_batch(n_batch)
                 .with_n_ubatch(n_batch)
-                .with_n_seq_max(n as u32)
+                .with_n_seq_max(seqs as u32)
                 .with_kv_unified(args.llama_kv_unified)
                 .with_n_threads(threads)
                 .with_n_threads_batch(threads);
@@ -279,45 +294,53 @@ mod llama_peer {
                 .new_context(&backend, cparams)
                 .context("llama.cpp context")?;
             ctx_note = format!(
-                "n_ctx {}, n_batch {}, n_seq_max {n}, kv_unified {}",
+                "{seqs} sequences per decode, n_ctx {}, n_batch {}, kv_unified {}",
                 ctx.n_ctx(),
                 ctx.n_batch(),
                 args.llama_kv_unified
             );
             let start = Instant::now();
-            let mut batch = LlamaBatch::new(n_batch as usize, n as i32);
-            let last = ids.len() - 1;
-            for (i, &t) in ids.iter().enumerate() {
-                batch.add(t, i as i32, &[0], i == last)?;
+            let mut batch = LlamaBatch::new(n_batch as usize, seqs as i32);
+            // Row of the batch holding the logits each sequence samples from next.
+            let mut logits_index = vec![0i32; seqs];
+            for (g, prompt) in ids.iter().enumerate() {
+                let seq = (g * n) as i32;
+                for (i, &t) in prompt.iter().enumerate() {
+                    batch.add(t, i as i32, &[seq], i + 1 == prompt.len())?;
+                }
+                let last = batch.n_tokens() - 1;
+                logits_index[g * n..(g + 1) * n].fill(last);
             }
             ctx.decode(&mut batch).context("llama.cpp prefill")?;
-            for s in 1..n {
-                ctx.copy_kv_cache_seq(0, s as i32, None, None)?;
+            for g in 0..group.len() {
+                for s in 1..n {
+                    ctx.copy_kv_cache_seq((g * n) as i32, (g * n + s) as i32, None, None)?;
+                }
             }
-            let mut samplers: Vec<LlamaSampler> = (0..n)
-                .map(|s| {
+            let first_prompt = gi * per_group;
+            let mut samplers: Vec<LlamaSampler> = (0..seqs)
+                .map(|q| {
                     LlamaSampler::chain_simple([
                         LlamaSampler::temp(args.temperature as f32),
-                        LlamaSampler::dist((pi * n + s) as u32),
+                        LlamaSampler::dist((first_prompt * n + q) as u32),
                     ])
                 })
                 .collect();
-            let mut logits_index: Vec<i32> = vec![batch.n_tokens() - 1; n];
             for step in 0..args.max_tokens {
-                let next: Vec<_> = (0..n)
-                    .map(|s| samplers[s].sample(&ctx, logits_index[s]))
+                let next: Vec<_> = (0..seqs)
+                    .map(|q| samplers[q].sample(&ctx, logits_index[q]))
                     .collect();
-                tokens += n;
+                tokens += seqs;
                 if step + 1 == args.max_tokens {
                     // The last sampled tokens need no forward pass (as in ilf and transformers).
                     break;
                 }
                 batch.clear();
-                // The token sampled at `step` sits at position prompt + step of its sequence.
-                let pos = (ids.len() + step) as i32;
-                for (s, t) in next.into_iter().enumerate() {
-                    batch.add(t, pos, &[s as i32], true)?;
-                    logits_index[s] = s as i32;
+                for (q, t) in next.into_iter().enumerate() {
+                    // The token sampled at `step` sits at position prompt + step of its sequence.
+                    let pos = (ids[q / n].len() + step) as i32;
+                    batch.add(t, pos, &[q as i32], true)?;
+                    logits_index[q] = q as i32;
                 }
                 ctx.decode(&mut batch)
                     .with_context(|| format!("llama.cpp decode step {step}"))?;
@@ -331,8 +354,7 @@ mod llama_peer {
             tokens_per_s: tokens as f64 / seconds,
             peak_rss_mb: peak_rss_mb(),
             note: format!(
-                "llama-cpp-2, {} stream{}, shared prompt, {threads} threads, {ctx_note}, {}",
-                n,
+                "llama-cpp-2, {n} sample{} per prompt, shared prompt, {threads} threads, {ctx_note}, {}",
                 if n == 1 { "" } else { "s" },
                 simd_features()
             ),
@@ -346,7 +368,9 @@ fn run_torch(args: &Args) -> Result<Measure> {
         .join("peers")
         .join("sample_torch.py");
     let prompts_file = tempfile::NamedTempFile::new()?;
-    std::fs::write(prompts_file.path(), serde_json::to_string(&prompts(args)?)?)?;
+    let prompt_list = prompts(args)?;
+    let prompt_count = prompt_list.len();
+    std::fs::write(prompts_file.path(), serde_json::to_string(&prompt_list)?)?;
     let out = Command::new(&python)
         .arg(&script)
         .arg("--gguf")
@@ -360,6 +384,13 @@ fn run_torch(args: &Args) -> Result<Measure> {
             &args.max_tokens.to_string(),
             "--threads",
             &args.threads.to_string(),
+            // As many rows per step as ilf's batch (see `llama_peer::run`).
+            "--prompts-per-batch",
+            &match args.batch {
+                0 => prompt_count.max(1),
+                b => (b / args.n.max(1)).max(1),
+            }
+            .to_string(),
         ])
         .args(["--temperature", &args.temperature.to_string()])
         .output()

@@ -88,6 +88,37 @@ fn tiny_pipeline_reports_every_arm_and_a_rerun_is_a_no_op() {
     assert_eq!(refiner[0]["source"], "human");
     assert_eq!(refiner[0]["selected"].as_u64(), Some(n));
     assert_eq!(refiner[0]["tasks"], 3);
+    // The own-failure arms draw from their own pool (tiny's `tasks.own_failure_pool`), not the
+    // annotated one: the policy samples exactly those tasks, and only their failures get
+    // execution feedback.
+    let ids = |v: &Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids(&report["pool_tasks"]), [311, 328, 794]);
+    assert_eq!(ids(&report["own_pool_tasks"]), [311, 312, 313, 314, 328]);
+    assert_eq!(report["policy_on_pool"]["tasks"], 5);
+    let own_failures = ids(&report["own_failure_tasks"]);
+    assert!(!own_failures.is_empty());
+    assert!(
+        own_failures
+            .iter()
+            .all(|t| [311, 312, 313, 314, 328].contains(t)),
+        "{own_failures:?}"
+    );
+    assert!(
+        own_failures.iter().any(|t| ![311, 328, 794].contains(t)),
+        "no own failure outside the annotated pool: {own_failures:?}"
+    );
+    let sampled: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("01-sample/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sampled["details"]["prompts"], 5);
+    assert_eq!(sampled["details"]["samples"], 10);
     let feedback = report["feedback"].as_array().unwrap();
     assert!(feedback.iter().any(|f| f["source"] == "execution"));
     // Model-written feedback covers the same failing samples as execution feedback.

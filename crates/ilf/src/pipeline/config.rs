@@ -7,7 +7,7 @@
 //! does nothing.
 
 use anyhow::{bail, Context, Result};
-use ilf_data::split::parse_task_ids;
+use ilf_data::split::{parse_task_ids, Split};
 use ilf_lm::sampling::SamplingParams;
 use ilf_train::lora::{LoraOptions, DEFAULT_TARGETS};
 use ilf_train::trainable::Method;
@@ -62,6 +62,34 @@ pub struct TaskConfig {
     /// How many annotated MBPP_Train tasks form the training pool, drawn with the run's seed;
     /// 0 takes all of them (128 with the paper's annotations).
     pub train_limit: usize,
+    /// MBPP_Train ids (311-974) whose zero-shot samples are drawn and whose failures the
+    /// execution and model arms refine, e.g. `311-390`. Those arms need no human annotation, so
+    /// their pool need not be annotated and can be larger than the annotated one. Empty: the
+    /// annotated pool (every ILF arm then draws from the same tasks, as in the paper).
+    #[serde(default)]
+    pub own_failure_pool: String,
+}
+
+impl TaskConfig {
+    /// The tasks of [`TaskConfig::own_failure_pool`]; `annotated` when it is empty.
+    pub fn own_failure_ids(&self, annotated: &[u32]) -> Result<Vec<u32>> {
+        if self.own_failure_pool.trim().is_empty() {
+            return Ok(annotated.to_vec());
+        }
+        let mut ids = parse_task_ids(&self.own_failure_pool)
+            .with_context(|| format!("tasks.own_failure_pool = {:?}", self.own_failure_pool))?;
+        let train = Split::Train.ids();
+        if let Some(id) = ids.iter().find(|id| !train.contains(id)) {
+            bail!(
+                "tasks.own_failure_pool = {:?}: task {id} is not an MBPP_Train task (311-974); the \
+                 policy's own failures must come from tasks outside MBPP_Test and MBPP_Refine",
+                self.own_failure_pool
+            );
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
 }
 
 /// How one sampling stage draws.
@@ -296,6 +324,7 @@ impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         parse_task_ids(&self.tasks.test)
             .with_context(|| format!("tasks.test = {:?}", self.tasks.test))?;
+        self.tasks.own_failure_ids(&[])?;
         for (name, s) in [
             ("policy_sample", &self.policy_sample),
             ("refine_sample", &self.refine_sample),
@@ -422,6 +451,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("quick, paper, tiny"), "{err}");
+    }
+
+    #[test]
+    fn the_own_failure_pool_is_train_ids_or_else_the_annotated_pool() {
+        let mut c = RunConfig::resolve("paper", None, toml::Table::new()).unwrap();
+        assert_eq!(
+            c.tasks.own_failure_ids(&[320, 400]).unwrap(),
+            vec![320, 400]
+        );
+        c.tasks.own_failure_pool = "330,311-313,312".into();
+        assert_eq!(
+            c.tasks.own_failure_ids(&[320, 400]).unwrap(),
+            vec![311, 312, 313, 330]
+        );
+        c.validate().unwrap();
+        // MBPP_Refine and MBPP_Test tasks are refused: their programs train π_Refine or are
+        // the test set.
+        for bad in ["305-315", "11", "975"] {
+            c.tasks.own_failure_pool = bad.into();
+            let err = format!("{:#}", c.validate().unwrap_err());
+            assert!(err.contains("own_failure_pool"), "{bad}: {err}");
+        }
+        c.tasks.own_failure_pool = "311-".into();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn quick_refines_own_failures_on_more_tasks_than_it_has_annotated() {
+        let c = RunConfig::resolve("quick", None, toml::Table::new()).unwrap();
+        let own = c.tasks.own_failure_ids(&[]).unwrap();
+        assert!(own.len() > c.tasks.train_limit, "{own:?}");
+        assert!(own.iter().all(|id| Split::Train.ids().contains(id)));
     }
 
     #[test]

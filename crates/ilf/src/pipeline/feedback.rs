@@ -154,10 +154,14 @@ impl FeedbackStats {
 /// What stage 03 hands on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FeedbackDetails {
+    /// The annotated pool: human feedback on these tasks trains the human ILF arm.
     pub pool: Vec<u32>,
+    /// The tasks whose zero-shot failures get execution and model feedback.
+    #[serde(default)]
+    pub own_pool: Vec<u32>,
     pub refiner_tasks: Vec<u32>,
     pub human_tasks: Vec<u32>,
-    /// Pool tasks with no passing policy sample, which get execution feedback.
+    /// Own-failure pool tasks with no passing policy sample, which get execution feedback.
     pub own_failure_tasks: Vec<u32>,
     pub stats: Vec<FeedbackStats>,
 }
@@ -170,7 +174,8 @@ pub fn source_file(dir: &Path, source: FeedbackSource) -> PathBuf {
 }
 
 /// Writes the stage's files into `dir`; `policy` is the base model's spec (the feedback model
-/// when none is configured).
+/// when none is configured). Human feedback is taken on the annotated `pool`, execution and
+/// model feedback on the failures among `own_pool`'s tasks in `policy_results`.
 #[allow(clippy::too_many_arguments)]
 pub fn build(
     config: &RunConfig,
@@ -178,6 +183,7 @@ pub fn build(
     out: &crate::output::Output,
     human: &[AnnotationRecord],
     pool: &[u32],
+    own_pool: &[u32],
     policy_results: &Path,
     mbpp: &Mbpp,
     dir: &Path,
@@ -214,7 +220,8 @@ pub fn build(
         .filter(|r| pool_set.contains(&r.task_id))
         .cloned()
         .collect();
-    let execution = own_failures(policy_results, mbpp, &pool_set, seed)?;
+    let own_set: BTreeSet<u32> = own_pool.iter().copied().collect();
+    let execution = own_failures(policy_results, mbpp, &own_set, seed)?;
     let execution_records = execution_feedback(&execution);
     let model_records = if config.arms.contains(&Arm::IlfModel) {
         Some(model_feedback_records(
@@ -252,6 +259,7 @@ pub fn build(
     }
     let details = FeedbackDetails {
         pool: pool.to_vec(),
+        own_pool: own_pool.to_vec(),
         refiner_tasks: refiner.iter().map(|r| r.task_id).collect(),
         human_tasks: on_pool.iter().map(|r| r.task_id).collect(),
         own_failure_tasks: execution_records.iter().map(|r| r.task_id).collect(),
@@ -325,7 +333,7 @@ fn model_feedback_records(
     )
 }
 
-/// One failing policy sample per pool task on which no sample passed, drawn with `seed`.
+/// One failing policy sample per `pool` task on which no sample passed, drawn with `seed`.
 fn own_failures(results: &Path, mbpp: &Mbpp, pool: &BTreeSet<u32>, seed: u64) -> Result<Failures> {
     let rows: Vec<ResultRow> = read_jsonl(results)
         .with_context(|| format!("cannot read the policy's results {}", results.display()))?;

@@ -5,7 +5,7 @@
 //! runs/<name>/
 //!   config.toml                 the resolved configuration, written first
 //!   00-model/                   (tiny-random only) the generated base model
-//!   01-sample/                  policy samples on the MBPP_Train pool
+//!   01-sample/                  policy samples on the own-failure MBPP_Train pool
 //!   02-eval/                    their verdicts
 //!   03-feedback/                human triples for π_Refine; human and execution feedback
 //!   04-refiner/                 π_Refine trained from the base on the human triples
@@ -98,20 +98,23 @@ pub fn run(opts: &RunOptions, out: &Output) -> Result<Report> {
             human_source.path().display()
         );
     }
+    let own_pool = config.tasks.own_failure_ids(&pool)?;
     let base = model::base_spec(&run)?;
     let tokenizer = model::tokenizer(&base)?;
     let arms = config.arms_in_order();
     out.say(format!(
-        "ilf run: {} ({} preset), {} test tasks, training pool of {} MBPP_Train tasks, arms: {}",
+        "ilf run: {} ({} preset), {} test tasks, training pool of {} annotated MBPP_Train tasks \
+         and {} for the policy's own failures, arms: {}",
         run.root.display(),
         config.preset,
         test_ids.len(),
         pool.len(),
+        own_pool.len(),
         arms.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
     ));
 
-    // 01-sample, 02-eval: the policy's own programs on the pool.
-    let policy_prompts = task_prompts(&mbpp, &pool)?;
+    // 01-sample, 02-eval: the policy's own programs on the own-failure pool.
+    let policy_prompts = task_prompts(&mbpp, &own_pool)?;
     let samples01 = run.stage_dir("01-sample").join("samples.jsonl");
     let s01: SampleStats = run.stage(
         "01-sample",
@@ -148,7 +151,7 @@ pub fn run(opts: &RunOptions, out: &Output) -> Result<Report> {
         &[human_source.path().to_path_buf(), results02.clone()],
         |dir, seed| {
             feedback::build(
-                config, &base, out, &human, &pool, &results02, &mbpp, dir, seed,
+                config, &base, out, &human, &pool, &own_pool, &results02, &mbpp, dir, seed,
             )
         },
     )?;
@@ -352,6 +355,7 @@ pub fn run(opts: &RunOptions, out: &Output) -> Result<Report> {
     let report = Report::build(
         &run,
         &pool,
+        &own_pool,
         &test_ids,
         &s01,
         &s02,

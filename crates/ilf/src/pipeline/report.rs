@@ -102,6 +102,9 @@ pub struct Report {
     pub seed: u64,
     pub test_tasks: usize,
     pub pool_tasks: Vec<u32>,
+    /// The MBPP_Train tasks whose zero-shot failures the execution and model arms refine.
+    #[serde(default)]
+    pub own_pool_tasks: Vec<u32>,
     pub arms: Vec<ArmResult>,
     pub policy_on_pool: Summary,
     pub refiner_train_examples: usize,
@@ -122,6 +125,7 @@ impl Report {
     pub fn build(
         run: &RunDir,
         pool: &[u32],
+        own_pool: &[u32],
         test_ids: &[u32],
         _policy_samples: &SampleStats,
         policy_scored: &Scored,
@@ -161,6 +165,7 @@ impl Report {
             seed: run.config.seed,
             test_tasks: test_ids.len(),
             pool_tasks: pool.to_vec(),
+            own_pool_tasks: own_pool.to_vec(),
             arms,
             policy_on_pool: policy_scored.metrics.clone(),
             refiner_train_examples: refiner.examples,
@@ -308,14 +313,16 @@ impl Report {
             text: vec![format!(
                 "π_Refine was fine-tuned from the base model on {} human triples ({} optimizer \
                  steps, final loss {}). Human feedback refines the paper's annotated programs on \
-                 the {} pool tasks; execution feedback refines the policy's own failing samples \
-                 on the {} pool tasks where none of its samples passed.",
+                 the {} annotated pool tasks; execution and model feedback refine the policy's \
+                 own failing samples on the {} tasks of its {}-task own-failure pool where none \
+                 of its samples passed.",
                 self.refiner_train_examples,
                 self.refiner_steps,
                 self.refiner_final_loss
                     .map_or("n/a".into(), |l| format!("{l:.3}")),
                 self.pool_tasks.len(),
-                self.own_failure_tasks.len()
+                self.own_failure_tasks.len(),
+                self.own_pool_tasks.len()
             )],
             table: Some((header, rows)),
             chart: false,
@@ -323,7 +330,7 @@ impl Report {
 
         let p = &self.policy_on_pool;
         sections.push(Section {
-            title: "Zero-shot policy on the MBPP_Train pool".into(),
+            title: "Zero-shot policy on the own-failure MBPP_Train pool".into(),
             text: vec![format!(
                 "{} samples over {} tasks: pass@1 {}, 1+ correct {}.",
                 p.samples,
@@ -634,17 +641,19 @@ fn notes(config: &RunConfig, feedback: &FeedbackDetails) -> Vec<String> {
     };
     vec![
         format!(
-            "ILF (human) refines, for each of the {} pool tasks with a human annotation ({}), the \
+            "ILF (human) refines, for each of the {} annotated pool tasks ({}), the \
              paper's annotated failing program (written by CodeGen-Mono 6.1B, not by this policy) \
              with its human feedback.",
             feedback.human_tasks.len(),
             ids(&feedback.human_tasks)
         ),
         format!(
-            "ILF (execution) refines this policy's own failures: for each pool task where none of \
-             its {} zero-shot samples passed, one failing sample drawn with the run's seed, with \
-             its verdict in words as feedback ({} tasks: {}). Its task set is therefore a subset \
-             of the pool that depends on the policy, and differs from the human arm's.",
+            "ILF (execution) refines this policy's own failures: for each task of the \
+             own-failure pool ({}) where none of its {} zero-shot samples passed, one failing \
+             sample drawn with the run's seed, with its verdict in words as feedback ({} tasks: \
+             {}). Its task set therefore depends on the policy, and differs from the human \
+             arm's.",
+            own_pool_text(config, feedback),
             config.policy_sample.n,
             feedback.own_failure_tasks.len(),
             ids(&feedback.own_failure_tasks)
@@ -678,6 +687,20 @@ fn notes(config: &RunConfig, feedback: &FeedbackDetails) -> Vec<String> {
             "ILF with model-written feedback is not among this run's arms.".into()
         },
     ]
+}
+
+/// What the own-failure pool is, in words.
+fn own_pool_text(config: &RunConfig, feedback: &FeedbackDetails) -> String {
+    if config.tasks.own_failure_pool.trim().is_empty() {
+        "the annotated pool".into()
+    } else {
+        format!(
+            "MBPP_Train tasks {}, {} tasks, annotated or not: execution and model feedback need \
+             no human",
+            config.tasks.own_failure_pool,
+            feedback.own_pool.len()
+        )
+    }
 }
 
 /// Settings where `config` differs from the `paper` preset, as `field: paper → run` lines.

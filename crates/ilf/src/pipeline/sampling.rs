@@ -59,11 +59,7 @@ pub fn sample_prompts(
     if let Some(p) = prompts.iter().find(|p| !seen.insert(p.task_id)) {
         anyhow::bail!("two prompts for task {} in one sampling stage", p.task_id);
     }
-    let existing: Vec<SampleRow> = read_jsonl_resumable(path)?;
-    let done: HashSet<(u32, usize)> = existing
-        .iter()
-        .map(|row| Ok((row.task_id, sample_index(row, path)?)))
-        .collect::<Result<_>>()?;
+    let done = done_pairs(path)?;
     let requests: Vec<(usize, GenRequest)> = prompts
         .iter()
         .enumerate()
@@ -161,6 +157,15 @@ pub fn sample_prompts(
     Ok(stats)
 }
 
+/// The `(task, sample)` pairs already in the samples file `path` (none when it does not exist),
+/// read past a torn last line; `ilf sample` and `ilf run` resume from these.
+pub fn done_pairs(path: &Path) -> Result<HashSet<(u32, usize)>> {
+    let rows: Vec<SampleRow> = read_jsonl_resumable(path)?;
+    rows.iter()
+        .map(|row| Ok((row.task_id, sample_index(row, path)?)))
+        .collect()
+}
+
 fn sample_index(row: &SampleRow, path: &Path) -> Result<usize> {
     row.extra
         .get("sample")
@@ -168,16 +173,18 @@ fn sample_index(row: &SampleRow, path: &Path) -> Result<usize> {
         .map(|s| s as usize)
         .with_context(|| {
             format!(
-                "{}: a sample of task {} has no `sample` index; it was not written by ilf run \
-                 (delete the file to sample again)",
+                "{}: a sample of task {} has no `sample` index, so the file cannot be resumed; \
+                 write to a new file or delete this one to sample again",
                 path.display(),
                 row.task_id
             )
         })
 }
 
-/// The seed of one prompt's samples.
-fn prompt_seed(seed: u64, task_id: u32) -> u64 {
+/// The seed of one prompt's samples: distinct tasks get unrelated streams under one run seed
+/// (a SplitMix64 finaliser over the pair). `ilf sample --seed` uses it too, so `ilf sample`
+/// and `ilf run` draw the same text for the same model, prompt, seed and settings.
+pub fn prompt_seed(seed: u64, task_id: u32) -> u64 {
     let mut z = seed ^ u64::from(task_id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -2,15 +2,16 @@
 //! `ilf eval` reads. Rows stream out as samples finish; a stopped run resumes where it left off.
 
 use crate::output::Output;
+use crate::pipeline::sampling::{done_pairs, prompt_seed};
 use anyhow::{bail, Context, Result};
 use ilf_data::mbpp::{self, Mbpp};
-use ilf_data::records::{read_jsonl_resumable, JsonlAppender, SampleRow};
+use ilf_data::records::{JsonlAppender, SampleRow};
 use ilf_data::split::{parse_task_ids, Split};
 use ilf_lm::sampling::{GenRequest, Generator, LocalGenerator, NoStop, SamplingParams, StopRule};
 use ilf_lm::{fetch, registry, LoadMode};
 use serde::Deserialize;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Sample completions from a model: one row per (task, sample) with
@@ -158,35 +159,6 @@ fn prompts(args: &SampleArgs) -> Result<Vec<Prompt>> {
         .collect()
 }
 
-/// The per-task seed: distinct tasks get unrelated streams under one run seed.
-fn task_seed(seed: u64, task_id: u32) -> u64 {
-    // SplitMix64 finaliser over the pair.
-    let mut z = seed ^ (u64::from(task_id)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn done_pairs(path: &Path) -> Result<HashSet<(u32, usize)>> {
-    let rows: Vec<SampleRow> = read_jsonl_resumable(path)?;
-    rows.iter()
-        .map(|r| {
-            let sample = r
-                .extra
-                .get("sample")
-                .and_then(|v| v.as_u64())
-                .with_context(|| {
-                    format!(
-                        "{}: a row of task {} has no `sample` index; write to a new --out",
-                        path.display(),
-                        r.task_id
-                    )
-                })?;
-            Ok((r.task_id, sample as usize))
-        })
-        .collect()
-}
-
 /// The MBPP completion rule (ilf-data's truncation, streamed).
 struct MbppStop;
 
@@ -237,7 +209,7 @@ pub fn sample(args: &SampleArgs, out: Output) -> Result<SampleSummary> {
             samples: (0..args.n)
                 .filter(|s| !done.contains(&(p.task_id, *s)))
                 .collect(),
-            seed: task_seed(args.seed, p.task_id),
+            seed: prompt_seed(args.seed, p.task_id),
             params,
         })
         .collect();
@@ -338,6 +310,7 @@ mod tests {
     use candle_core::Device;
     use ilf_lm::models::{Architecture, Config};
     use std::collections::HashMap;
+    use std::path::Path;
 
     /// A tiny random model as a Hugging Face directory, with a tokenizer trained on the spot.
     fn tiny_model_dir(dir: &Path) -> PathBuf {
@@ -503,9 +476,9 @@ mod tests {
     }
 
     #[test]
-    fn task_seeds_differ_per_task_and_run_seed() {
-        assert_ne!(task_seed(0, 11), task_seed(0, 12));
-        assert_ne!(task_seed(0, 11), task_seed(1, 11));
-        assert_eq!(task_seed(5, 11), task_seed(5, 11));
+    fn prompt_seeds_differ_per_task_and_run_seed() {
+        assert_ne!(prompt_seed(0, 11), prompt_seed(0, 12));
+        assert_ne!(prompt_seed(0, 11), prompt_seed(1, 11));
+        assert_eq!(prompt_seed(5, 11), prompt_seed(5, 11));
     }
 }

@@ -10,10 +10,10 @@
 
 pub mod device;
 pub mod fetch;
-pub mod frozen_matmul;
 pub mod linear;
 pub mod load;
 pub mod lora_op;
+pub mod matmul_op;
 pub mod models;
 #[cfg(feature = "http")]
 pub mod openai;

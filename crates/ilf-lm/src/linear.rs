@@ -201,7 +201,11 @@ const FEW_ROWS: usize = 48;
 fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if x.track_op() && !w.track_op() {
         // Training through a frozen weight (LoRA's base, a tied lm_head): no weight gradient.
-        return crate::frozen_matmul::frozen_matmul_t(x, w);
+        return crate::matmul_op::frozen_matmul_t(x, w);
+    }
+    if w.is_variable() {
+        // Training a weight: its gradient built in its own layout (see matmul_op.rs).
+        return crate::matmul_op::trainable_matmul_t(x, w);
     }
     let dims = x.dims();
     let in_features = x.dim(D::Minus1)?;

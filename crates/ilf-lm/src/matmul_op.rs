@@ -1,13 +1,15 @@
-//! `x Wᵀ` for a frozen weight `W`, with a backward pass for `x` only.
+//! `x Wᵀ` as custom ops whose backward builds only the gradients that are needed, in the
+//! weight's own layout.
 //!
-//! Candle's `matmul` backward always builds both operands' gradients, even when one is a plain
-//! tensor that no optimizer will ever read: under LoRA every frozen projection (and the tied
-//! 150k-row `lm_head`) got a weight-sized gradient per micro-batch, plus the zeros it was
-//! accumulated into, and an extra GEMM per layer. This op is the matmul with the weight held
-//! outside the graph, so backward computes `dx = dy W` and nothing else.
-
+//! Candle's `matmul` backward always builds both operands' gradients. For a frozen weight (LoRA's
+//! base, a tied 150k-row `lm_head`) that was a weight-sized gradient per micro-batch nobody
+//! reads, plus the zeros it was accumulated into, and an extra GEMM per layer
+//! ([`frozen_matmul_t`]). For a trainable weight, `x.matmul(&w.t())` builds the gradient of
+//! the transposed view first and then a transposed copy of it for `w`: two weight-sized
+//! temporaries per layer, which set full fine-tuning's peak memory ([`trainable_matmul_t`]
+//! computes `dW = dyᵀ x` straight in `[out, in]`).
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 
 /// `x Wᵀ` over the last dimension of `x` (any rank), `W` an `[out, in]` tensor that is neither a
 /// `Var` nor the result of a tracked op. Gradients flow to `x` only.
@@ -20,38 +22,91 @@ pub fn frozen_matmul_t(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     })
 }
 
+/// `x Wᵀ` with `W` (`[out, in]`) a `Var`: gradients for both, `dW` built in `W`'s layout.
+pub fn trainable_matmul_t(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, TrainableMatmul)
+}
+
 struct FrozenMatmul {
     weight: Tensor,
 }
 
-impl FrozenMatmul {
-    /// The forward on any backend: the weight's transposed view goes to the backend's GEMM
-    /// as is, the input's leading dimensions flattened into rows.
-    fn forward<S: BackendStorage>(
+struct TrainableMatmul;
+
+/// The forward on any backend: the weight's transposed view goes to the backend's GEMM as is,
+/// the input's leading dimensions flattened into rows.
+fn forward<S: BackendStorage>(
+    x: &S,
+    x_layout: &Layout,
+    w: &S,
+    w_layout: &Layout,
+) -> Result<(S, Shape)> {
+    let dims = x_layout.dims();
+    let k = *dims.last().unwrap_or(&0);
+    let (n, w_in) = w_layout.shape().dims2()?;
+    if k != w_in {
+        candle_core::bail!("matmul: input has {k} features, the weight expects {w_in}");
+    }
+    let m = x_layout.shape().elem_count() / k.max(1);
+    let Some((start, _)) = x_layout.contiguous_offsets() else {
+        candle_core::bail!("matmul: the input must be contiguous");
+    };
+    let x2 = Layout::contiguous_with_offset((m, k), start);
+    let wt = w_layout.transpose(0, 1)?;
+    let y = x.matmul(w, (1, m, n, k), &x2, &wt)?;
+    let mut out = dims.to_vec();
+    if let Some(last) = out.last_mut() {
+        *last = n;
+    }
+    Ok((y, Shape::from(out)))
+}
+
+/// `dx = dy W` for `x` of any rank.
+fn input_grad(x: &Tensor, weight: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    let n = weight.dim(0)?;
+    grad.reshape((grad.elem_count() / n.max(1), n))?
+        .matmul(weight)?
+        .reshape(x.shape())
+}
+
+impl CustomOp2 for TrainableMatmul {
+    fn name(&self) -> &'static str {
+        "trainable-matmul"
+    }
+
+    fn cpu_fwd(
         &self,
-        x: &S,
+        x: &CpuStorage,
         x_layout: &Layout,
-        w: &S,
+        w: &CpuStorage,
         w_layout: &Layout,
-    ) -> Result<(S, Shape)> {
-        let dims = x_layout.dims();
-        let k = *dims.last().unwrap_or(&0);
-        let (n, w_in) = w_layout.shape().dims2()?;
-        if k != w_in {
-            candle_core::bail!("frozen matmul: input has {k} features, the weight expects {w_in}");
-        }
-        let m = x_layout.shape().elem_count() / k.max(1);
-        let Some((start, _)) = x_layout.contiguous_offsets() else {
-            candle_core::bail!("frozen matmul: the input must be contiguous");
-        };
-        let x2 = Layout::contiguous_with_offset((m, k), start);
-        let wt = w_layout.transpose(0, 1)?;
-        let y = x.matmul(w, (1, m, n, k), &x2, &wt)?;
-        let mut out = dims.to_vec();
-        if let Some(last) = out.last_mut() {
-            *last = n;
-        }
-        Ok((y, Shape::from(out)))
+    ) -> Result<(CpuStorage, Shape)> {
+        forward(x, x_layout, w, w_layout)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        x_layout: &Layout,
+        w: &candle_core::CudaStorage,
+        w_layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        forward(x, x_layout, w, w_layout)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, k) = w.dims2()?;
+        let g = grad.reshape((grad.elem_count() / n.max(1), n))?;
+        let dw = g.t()?.matmul(&x.reshape((x.elem_count() / k.max(1), k))?)?;
+        Ok((Some(input_grad(x, w, grad)?), Some(dw)))
     }
 }
 
@@ -65,7 +120,7 @@ impl CustomOp1 for FrozenMatmul {
         let Storage::Cpu(w) = &*w else {
             candle_core::bail!("frozen matmul: input on the CPU, weight elsewhere");
         };
-        self.forward(storage, layout, w, w_layout)
+        forward(storage, layout, w, w_layout)
     }
 
     #[cfg(feature = "cuda")]
@@ -78,17 +133,11 @@ impl CustomOp1 for FrozenMatmul {
         let Storage::Cuda(w) = &*w else {
             candle_core::bail!("frozen matmul: input on the GPU, weight elsewhere");
         };
-        self.forward(storage, layout, w, w_layout)
+        forward(storage, layout, w, w_layout)
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let n = self.weight.dim(0)?;
-        let rows = grad_res.elem_count() / n.max(1);
-        let dx = grad_res
-            .reshape((rows, n))?
-            .matmul(&self.weight)?
-            .reshape(arg.shape())?;
-        Ok(Some(dx))
+        Ok(Some(input_grad(arg, &self.weight, grad_res)?))
     }
 }
 
@@ -119,6 +168,27 @@ mod tests {
         assert!(diff < 1e-5, "input gradient differs by {diff}");
         // The point of the op: no gradient is built for the frozen weight.
         assert!(g_ours.get(&w).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn trainable_matmul_gradients_equal_the_plain_matmul() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (5, 3), &dev)?)?;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4, 3), &dev)?)?;
+        let probe = Tensor::randn(0f32, 1.0, (2, 4, 5), &dev)?;
+        let ours = trainable_matmul_t(x.as_tensor(), w.as_tensor())?;
+        let plain = x.as_tensor().broadcast_matmul(&w.as_tensor().t()?)?;
+        let diff = (&ours - &plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "forward differs by {diff}");
+        let g_ours = (ours * &probe)?.sum_all()?.backward()?;
+        let g_plain = (plain * &probe)?.sum_all()?.backward()?;
+        for v in [&x, &w] {
+            let (a, b) = (g_ours.get(v).unwrap(), g_plain.get(v).unwrap());
+            assert_eq!(a.dims(), b.dims());
+            let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "gradient differs by {diff}");
+        }
         Ok(())
     }
 

@@ -22,6 +22,17 @@ pub fn masked_loss(logits: &Tensor, batch: &MicroBatch) -> Result<Tensor> {
     picked.apply_op1(CrossEntropy { labels })?.mean_all()
 }
 
+/// Mean negative log-likelihood of `batch.labels` under `logits` that are already the target
+/// positions' rows (`[targets, vocab]`, from [`ilf_lm::models::Model::forward_rows_t`]).
+pub fn rows_loss(logits: &Tensor, batch: &MicroBatch) -> Result<Tensor> {
+    let labels = batch.labels.to_vec1::<u32>()?;
+    logits
+        .to_dtype(candle_core::DType::F32)?
+        .contiguous()?
+        .apply_op1(CrossEntropy { labels })?
+        .mean_all()
+}
+
 /// Per-row `logsumexp(x) − x[label]` of `[rows, vocab]` logits.
 struct CrossEntropy {
     labels: Vec<u32>,

@@ -6,7 +6,7 @@ use crate::checkpoint::{self, CheckpointState};
 use crate::data::Example;
 use crate::encode::{encode, resolve_end_of_text, MicroBatch, Sequence};
 use crate::error::TrainError;
-use crate::loss::masked_loss;
+use crate::loss::rows_loss;
 use crate::metrics::{read_metrics, MetricsLog, StepMetrics};
 use crate::schedule::{linear_lr, StepPlan};
 use crate::trainable::{Method, Trainable};
@@ -218,8 +218,11 @@ impl Trainer {
                     ^ (k as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407)
                     ^ (mb as u64 + 1).wrapping_mul(0x9FB2_1C65_1E98_DF25),
             );
-            let logits = self.trainable.model.forward_t(&batch.input_ids, true)?;
-            let loss = masked_loss(&logits, &batch)?;
+            let logits =
+                self.trainable
+                    .model
+                    .forward_rows_t(&batch.input_ids, &batch.positions, true)?;
+            let loss = rows_loss(&logits, &batch)?;
             drop(logits);
             let value = loss.to_scalar::<f32>()? as f64;
             let mut grads = loss.backward()?;

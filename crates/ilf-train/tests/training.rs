@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 use ilf_lm::models::{Architecture, Model};
 use ilf_train::encode::{encode, MicroBatch, Row};
 use ilf_train::lora::LoraOptions;
-use ilf_train::loss::masked_loss;
+use ilf_train::loss::{masked_loss, rows_loss};
 use ilf_train::metrics::read_metrics;
 use ilf_train::trainable::{Method, Trainable};
 use ilf_train::trainer::{run, Observer, TrainOptions, Trainer};
@@ -79,6 +79,44 @@ fn one_example_overfits_to_near_zero_loss() {
         "a random model starts near ln(vocab), got {first}"
     );
     assert!(last < 0.05, "loss after 60 steps on one example: {last}");
+}
+
+/// The trainer computes logits only at target positions; loss and every gradient must equal
+/// those of the full-sequence logits, for full fine-tuning and for LoRA (fused op included).
+#[test]
+fn target_row_logits_give_the_full_logits_loss_and_gradients() {
+    let tok = common::tokenizer();
+    let eot = tok.token_to_id("<|endoftext|>").unwrap();
+    let examples = common::examples();
+    let seqs: Vec<_> = examples[..2]
+        .iter()
+        .map(|e| encode(&tok, e, eot, 64).unwrap())
+        .collect();
+    let rows: Vec<_> = seqs.iter().map(|s| s.row()).collect();
+    let batch = MicroBatch::new(&rows, eot, &Device::Cpu).unwrap();
+    let cfg = common::config(Architecture::Qwen2);
+    for method in [Method::Full, lora()] {
+        let t = Trainable::new(&cfg, common::weights(&cfg, 3), method, 0).unwrap();
+        let full =
+            masked_loss(&t.model.forward_t(&batch.input_ids, true).unwrap(), &batch).unwrap();
+        let picked = rows_loss(
+            &t.model
+                .forward_rows_t(&batch.input_ids, &batch.positions, true)
+                .unwrap(),
+            &batch,
+        )
+        .unwrap();
+        let (a, b) = (
+            full.to_scalar::<f32>().unwrap(),
+            picked.to_scalar::<f32>().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-5, "loss {a} vs {b}");
+        let (ga, gb) = (full.backward().unwrap(), picked.backward().unwrap());
+        for (name, var) in &t.params {
+            let d = common::max_diff(ga.get(var).unwrap(), gb.get(var).unwrap());
+            assert!(d < 1e-5, "{name}: gradients differ by {d}");
+        }
+    }
 }
 
 #[test]

@@ -110,7 +110,6 @@ fn write_data(args: &Args, path: &Path) -> Result<()> {
 
 fn run_ours(args: &Args, mode: &str, data: &Path) -> Result<Measure> {
     let base = ilf_train::base::load_base(&args.model)?;
-    eprintln!("MEM after load {}", peak_rss_mb());
     let examples = ilf_train::data::load_examples(data)?;
     let method = match mode {
         "full" => Method::Full,
@@ -133,14 +132,12 @@ fn run_ours(args: &Args, mode: &str, data: &Path) -> Result<Measure> {
         &examples,
         options,
     )?;
-    eprintln!("MEM after trainer {}", peak_rss_mb());
     let started = Instant::now();
     let (mut tokens, mut loss) = (0, f64::NAN);
     while !trainer.is_done() {
         let m = trainer.step(&mut |_| {})?;
         tokens += m.tokens;
         loss = m.loss;
-        eprintln!("MEM after step {}", peak_rss_mb());
     }
     let seconds = started.elapsed().as_secs_f64();
     Ok(Measure {

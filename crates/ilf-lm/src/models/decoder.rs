@@ -544,6 +544,23 @@ impl Model {
 
     /// [`Model::forward`] with LoRA dropout active when `train` is set.
     pub fn forward_t(&self, input_ids: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.hidden_t(input_ids, train)?;
+        self.lm_head.forward_t(&x, train)
+    }
+
+    /// The logits of only some positions: `rows` indexes the flattened `[b·t]` positions, the
+    /// result is `[rows, vocab]`. Training needs logits only where there is a label; with a
+    /// 150k vocabulary the full `[b, t, vocab]` logits (and their gradient) would be most of a
+    /// short sequence's activation memory.
+    pub fn forward_rows_t(&self, input_ids: &Tensor, rows: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.hidden_t(input_ids, train)?;
+        let (b, t, h) = x.dims3()?;
+        let picked = x.reshape((b * t, h))?.index_select(rows, 0)?;
+        self.lm_head.forward_t(&picked, train)
+    }
+
+    /// The final-norm hidden states `[b, t, hidden]`.
+    fn hidden_t(&self, input_ids: &Tensor, train: bool) -> Result<Tensor> {
         let (_b, t) = input_ids.dims2()?;
         let mut mask = Vec::with_capacity(t * t);
         for q in 0..t {
@@ -561,8 +578,7 @@ impl Model {
         for layer in &self.layers {
             x = self.layer_forward(layer, &x, &step, None)?;
         }
-        let x = self.norm.forward(&x, false)?;
-        self.lm_head.forward_t(&x, train)
+        self.norm.forward(&x, false)
     }
 
     /// Appends `input_ids` (`[b, t]`) to `cache` and returns the logits of the last position of

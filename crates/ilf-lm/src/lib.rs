@@ -17,6 +17,7 @@ pub mod matmul_op;
 pub mod models;
 #[cfg(feature = "http")]
 pub mod openai;
+pub mod peft;
 pub mod python;
 pub mod registry;
 pub mod sampling;

@@ -46,7 +46,16 @@ pub enum ModelSource {
 }
 
 /// Resolves a registry name (fetching it if missing), a `.gguf` path or a Hugging Face directory.
+///
+/// A PEFT adapter directory resolves to its base model (whose files hold the tokenizer and the
+/// architecture); [`load`] and [`load_f32_weights`] then apply the adapter.
 pub fn resolve(spec: &str) -> Result<ModelSource> {
+    if crate::peft::is_adapter_dir(spec) {
+        let adapter_dir = Path::new(spec);
+        let base = crate::peft::PeftAdapter::open(adapter_dir)?.base;
+        return resolve(&base)
+            .with_context(|| format!("the base model of the adapter {}", adapter_dir.display()));
+    }
     if let Some(entry) = crate::registry::find(spec) {
         return Ok(ModelSource::Gguf(crate::fetch::ensure(entry, &mut |_| {})?));
     }
@@ -71,6 +80,14 @@ pub fn resolve(spec: &str) -> Result<ModelSource> {
 
 /// Loads `spec` (see [`resolve`]) onto `device`.
 pub fn load(spec: &str, device: &Device, mode: LoadMode) -> Result<Loaded> {
+    if crate::peft::is_adapter_dir(spec) {
+        let adapter = crate::peft::PeftAdapter::open(Path::new(spec))?;
+        let mut loaded = load(&adapter.base, device, mode)
+            .with_context(|| format!("the base model of the adapter {}", adapter.dir.display()))?;
+        adapter.attach(&mut loaded.model, device)?;
+        loaded.source = adapter.dir;
+        return Ok(loaded);
+    }
     match resolve(spec)? {
         ModelSource::Gguf(path) => load_gguf(&path, device, mode),
         ModelSource::HfDir(dir) => load_hf_dir(&dir, device),
@@ -79,6 +96,12 @@ pub fn load(spec: &str, device: &Device, mode: LoadMode) -> Result<Loaded> {
 
 /// f32 weights by Hugging Face name, for the trainer's `VarMap` and for exports.
 pub fn load_f32_weights(spec: &str) -> Result<(Config, HashMap<String, Tensor>, Tokenizer)> {
+    if crate::peft::is_adapter_dir(spec) {
+        let adapter = crate::peft::PeftAdapter::open(Path::new(spec))?;
+        let (config, mut weights, tok) = load_f32_weights(&adapter.base)?;
+        adapter.merge(&mut weights)?;
+        return Ok((config, weights, tok));
+    }
     match resolve(spec)? {
         ModelSource::Gguf(path) => {
             let mut gguf = GgufFile::open(&path)?;

@@ -147,3 +147,69 @@ fn peft_adapter_has_peft_keys_shapes_and_config() {
     let err = export(&source(&full, &tokenizer), ExportFormat::Peft, dir.path()).unwrap_err();
     assert!(err.to_string().contains("needs a LoRA run"), "{err}");
 }
+
+/// `--model ADAPTER_DIR` works like any model: the base named in `adapter_config.json` (here an
+/// HF export of the untrained base, given by a path relative to the adapter) is loaded, the
+/// adapter attached (inference) or merged (f32 weights for training): both give the trained
+/// model's logits.
+#[test]
+fn peft_adapter_directory_loads_as_a_model() {
+    let tokenizer = common::tokenizer();
+    let t = trained(Architecture::Qwen2, lora());
+    let want = t.trainable.model.forward(&ids()).unwrap();
+    let root = tempfile::tempdir().unwrap();
+
+    let cfg = common::config(Architecture::Qwen2);
+    let untrained = Trainer::new(
+        &cfg,
+        common::weights(&cfg, 11),
+        &tokenizer,
+        &common::examples(),
+        TrainOptions {
+            method: Method::Full,
+            max_len: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let base_dir = root.path().join("base");
+    export(&source(&untrained, &tokenizer), ExportFormat::Hf, &base_dir).unwrap();
+
+    let run_dir = root.path().join("run");
+    let src = ExportSource {
+        base_spec: "../../base/hf",
+        ..source(&t, &tokenizer)
+    };
+    let adapter = export(&src, ExportFormat::Peft, &run_dir).unwrap();
+    let spec = adapter.to_str().unwrap();
+    // Not the untrained base: the adapter changes the logits.
+    let base_only = load(
+        base_dir.join("hf").to_str().unwrap(),
+        &Device::Cpu,
+        LoadMode::Inference,
+    )
+    .unwrap();
+    assert!(common::max_diff(&want, &base_only.model.forward(&ids()).unwrap()) > 1e-4);
+
+    let loaded = load(spec, &Device::Cpu, LoadMode::Inference).unwrap();
+    let diff = common::max_diff(&want, &loaded.model.forward(&ids()).unwrap());
+    assert!(diff < 1e-4, "attached adapter: logits differ by {diff}");
+
+    let (cfg2, weights, _) = ilf_lm::load::load_f32_weights(spec).unwrap();
+    let merged = ilf_lm::models::Model::new(
+        &cfg2,
+        candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let diff = common::max_diff(&want, &merged.forward(&ids()).unwrap());
+    assert!(diff < 1e-4, "merged adapter: logits differ by {diff}");
+
+    // A broken adapter names its file.
+    std::fs::write(
+        adapter.join("adapter_config.json"),
+        r#"{"peft_type": "IA3"}"#,
+    )
+    .unwrap();
+    let err = load(spec, &Device::Cpu, LoadMode::Inference).err().unwrap();
+    assert!(format!("{err:#}").contains("IA3"), "{err:#}");
+}

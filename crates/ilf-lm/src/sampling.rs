@@ -481,4 +481,57 @@ mod tests {
             distinct.len()
         );
     }
+
+    /// Sample `j` of a request must not depend on which rows share its batch, how many there
+    /// are, or when they retire: the same requests at batch sizes 1, 3 and 8, with a stop rule
+    /// and an end-of-sequence token that end rows at different steps, give the same
+    /// generations.
+    #[test]
+    fn same_seed_same_text_at_batch_sizes_1_3_8_while_rows_retire() {
+        use crate::models::{Architecture, Config};
+        let files = crate::tokenizer::stdlib_corpus(300_000).unwrap();
+        let tok = crate::tokenizer::train_byte_level_bpe(&files, 400).unwrap();
+        let cfg = Config::tiny(Architecture::Qwen2, tok.get_vocab_size(true));
+        let model = crate::tiny_random(&cfg, 7, &candle_core::Device::Cpu).unwrap();
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_tokens: 16,
+        };
+        let requests = [
+            GenRequest::new("def add(a, b):\n    return", 4, 11, params),
+            GenRequest::new("import os\n\nclass Config:\n", 3, 5, params),
+            GenRequest::new("x = [", 2, 9, params),
+        ];
+        let stop = |c: &str| c.find('q');
+        let run = |batch_size| {
+            LocalGenerator {
+                model: &model,
+                tokenizer: &tok,
+                eos_token_ids: vec![0],
+                batch_size,
+            }
+            .generate_all(&requests, &stop)
+            .unwrap()
+        };
+        let alone = run(1);
+        for batch in [3, 8] {
+            assert_eq!(run(batch), alone, "batch size {batch}");
+        }
+        // Rows must really retire at different steps, or the shrinking batch went untested.
+        let gens: Vec<&Generation> = alone.iter().flatten().collect();
+        assert_eq!(gens.len(), 9);
+        let lengths: std::collections::BTreeSet<usize> = gens.iter().map(|g| g.tokens).collect();
+        assert!(lengths.len() >= 3, "token counts {lengths:?}");
+        for reason in [FinishReason::Stop, FinishReason::Length] {
+            assert!(
+                gens.iter().any(|g| g.finish_reason == reason),
+                "no sample finished by {reason:?}: {:?}",
+                gens.iter()
+                    .map(|g| (g.tokens, g.finish_reason))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub mod load;
 pub mod lora_op;
 pub mod matmul_op;
 pub mod models;
+pub mod norm_op;
 #[cfg(feature = "http")]
 pub mod openai;
 pub mod peft;
@@ -23,6 +24,7 @@ pub mod registry;
 pub mod sampling;
 #[cfg(feature = "http")]
 pub mod serve;
+pub mod softmax_op;
 pub mod tokenizer;
 
 pub use linear::{Linear, Lora};

@@ -37,6 +37,10 @@ impl RmsNorm {
         if fused {
             return candle_nn::ops::rms_norm(x, &self.weight, self.eps as f32);
         }
+        if x.device().is_cpu() && x.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
+            // Training: one op with its own backward (see norm_op.rs).
+            return crate::norm_op::rms_norm(x, &self.weight, self.eps);
+        }
         let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
         let inv = (mean_sq + self.eps)?.sqrt()?.recip()?;
         x.broadcast_mul(&inv)?.broadcast_mul(&self.weight)
@@ -179,14 +183,15 @@ impl Attention {
         let keys = k.dim(2)?;
         let rep = nh / nkv;
         let q = q.reshape((b, nkv, rep * t, hd))?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let scores = scores
-            .reshape((b, nkv, rep, t, keys))?
-            .broadcast_add(step.mask)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let raw = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, keys))?;
         let probs = if step.fused {
-            candle_nn::ops::softmax_last_dim(&scores)?
+            candle_nn::ops::softmax_last_dim(&(raw * scale)?.broadcast_add(step.mask)?)?
+        } else if raw.device().is_cpu() && raw.dtype() == DType::F32 {
+            // Training: one op that keeps only the probabilities (see softmax_op.rs).
+            crate::softmax_op::masked_softmax(&raw, step.mask, scale)?
         } else {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+            candle_nn::ops::softmax(&(raw * scale)?.broadcast_add(step.mask)?, D::Minus1)?
         };
         let probs = probs.reshape((b, nkv, rep * t, keys))?;
         let y = probs.matmul(&v.contiguous()?)?;

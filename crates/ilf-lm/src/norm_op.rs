@@ -1,0 +1,153 @@
+//! RMSNorm (`x / sqrt(mean(x²) + eps) · w`) as one op with its own backward.
+//!
+//! Candle's fused `rms_norm` has no backward pass; composed (square, mean, add, sqrt, recip, two
+//! products) it keeps five tensors per norm alive in the graph, two norms per layer. This op
+//! keeps only its output and recomputes the per-row scale in backward.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// RMSNorm over the last dimension; `x` `[.., h]`, `weight` `[h]`. CPU and f32 only.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, RmsNorm { eps: eps as f32 })
+}
+
+struct RmsNorm {
+    eps: f32,
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
+        _ => candle_core::bail!("rms norm: expected contiguous f32 tensors"),
+    }
+}
+
+impl RmsNorm {
+    fn inv(&self, row: &[f32]) -> f32 {
+        let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+        1.0 / (mean_sq + self.eps).sqrt()
+    }
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?);
+        let h = w.len();
+        if h == 0 || x.len() % h != 0 {
+            candle_core::bail!("rms norm: weight of {h} for input {:?}", xl.dims());
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h)
+            .zip(x.par_chunks(h))
+            .for_each(|(o, row)| {
+                let inv = self.inv(row);
+                for ((o, &v), &w) in o.iter_mut().zip(row).zip(w) {
+                    *o = v * inv * w;
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let h = w.elem_count();
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        let wv = w.flatten_all()?.to_vec1::<f32>()?;
+        let gv = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let mut dx = vec![0f32; xv.len()];
+        dx.par_chunks_mut(h)
+            .zip(xv.par_chunks(h).zip(gv.par_chunks(h)))
+            .for_each(|(d, (row, g))| {
+                let inv = self.inv(row);
+                // dx = inv · (g⊙w − x̂ · mean(g⊙w⊙x̂)), x̂ = x · inv.
+                let dot = row
+                    .iter()
+                    .zip(g)
+                    .zip(&wv)
+                    .map(|((x, g), w)| g * w * x * inv)
+                    .sum::<f32>()
+                    / h as f32;
+                for (((d, &x), &g), &w) in d.iter_mut().zip(row).zip(g).zip(&wv) {
+                    *d = inv * (g * w - x * inv * dot);
+                }
+            });
+        let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
+        let dw = if w.track_op() {
+            let dw = xv
+                .par_chunks(h)
+                .zip(gv.par_chunks(h))
+                .fold(
+                    || vec![0f32; h],
+                    |mut acc, (row, g)| {
+                        let inv = self.inv(row);
+                        for ((a, &x), &g) in acc.iter_mut().zip(row).zip(g) {
+                            *a += g * x * inv;
+                        }
+                        acc
+                    },
+                )
+                .reduce(
+                    || vec![0f32; h],
+                    |mut a, b| {
+                        a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                        a
+                    },
+                );
+            Some(Tensor::from_vec(dw, w.shape(), w.device())?)
+        } else {
+            None
+        };
+        Ok((Some(dx), dw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var, D};
+
+    #[test]
+    fn fused_equals_composed() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 8), &dev)?)?;
+        let w = Var::from_tensor(&Tensor::randn(1f32, 0.2, 8, &dev)?)?;
+        let probe = Tensor::randn(0f32, 1.0, (2, 3, 8), &dev)?;
+        let ours = rms_norm(x.as_tensor(), w.as_tensor(), 1e-6)?;
+        let inv = (x.as_tensor().sqr()?.mean_keepdim(D::Minus1)? + 1e-6)?
+            .sqrt()?
+            .recip()?;
+        let composed = x
+            .as_tensor()
+            .broadcast_mul(&inv)?
+            .broadcast_mul(w.as_tensor())?;
+        let diff = (&ours - &composed)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "forward differs by {diff}");
+        let g1 = (ours * &probe)?.sum_all()?.backward()?;
+        let g2 = (composed * &probe)?.sum_all()?.backward()?;
+        for v in [&x, &w] {
+            let d = (g1.get(v).unwrap() - g2.get(v).unwrap())?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            assert!(d < 1e-4, "gradient differs by {d}");
+        }
+        Ok(())
+    }
+}

@@ -135,6 +135,9 @@ impl CustomOp3 for LoraLinear {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Detached: candle stores a Var's gradient as given, so gradients built from tracked
+        // inputs would keep this micro-batch's whole graph alive (see matmul_op.rs).
+        let (x, a, b) = (&x.detach(), &a.detach(), &b.detach());
         let g = rows(grad)?;
         let x2 = rows(x)?;
         let xd = apply_dropout(&x2, self.dropout)?;
@@ -190,6 +193,10 @@ mod tests {
             assert!(max_diff(&fused, &composed) < 1e-4);
             let gf = (fused * &probe)?.sum_all()?.backward()?;
             let gc = (composed * &probe)?.sum_all()?.backward()?;
+            for v in [&a, &b] {
+                // A Var's gradient must not hold the forward graph.
+                assert!(!gf.get(v).unwrap().track_op());
+            }
             for v in [&x, &a, &b] {
                 let d = max_diff(gf.get(v).unwrap(), gc.get(v).unwrap());
                 assert!(d < 1e-4, "gradient differs by {d} (dropout {dropout:?})");

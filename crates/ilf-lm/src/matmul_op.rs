@@ -103,6 +103,9 @@ impl CustomOp2 for TrainableMatmul {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // Detached: candle stores a Var's gradient as given, so a gradient built from the
+        // tracked input would keep this micro-batch's whole graph alive in the accumulated sums.
+        let (x, w) = (&x.detach(), &w.detach());
         let (n, k) = w.dims2()?;
         let g = grad.reshape((grad.elem_count() / n.max(1), n))?;
         let dw = g.t()?.matmul(&x.reshape((x.elem_count() / k.max(1), k))?)?;
@@ -183,6 +186,9 @@ mod tests {
         assert!(diff < 1e-5, "forward differs by {diff}");
         let g_ours = (ours * &probe)?.sum_all()?.backward()?;
         let g_plain = (plain * &probe)?.sum_all()?.backward()?;
+        // A Var's gradient must not hold the forward graph (it would stay alive while
+        // gradients accumulate over micro-batches).
+        assert!(!g_ours.get(&w).unwrap().track_op());
         for v in [&x, &w] {
             let (a, b) = (g_ours.get(v).unwrap(), g_plain.get(v).unwrap());
             assert_eq!(a.dims(), b.dims());

@@ -25,6 +25,7 @@ pub mod sampling;
 #[cfg(feature = "http")]
 pub mod serve;
 pub mod softmax_op;
+pub mod swiglu_op;
 pub mod tokenizer;
 
 pub use linear::{Linear, Lora};

@@ -212,9 +212,16 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward_t(x, train)?)?;
+        let gate = self.gate_proj.forward_t(x, train)?;
         let up = self.up_proj.forward_t(x, train)?;
-        self.down_proj.forward_t(&(gate * up)?, train)
+        let training = gate.track_op() || up.track_op();
+        let h = if training && gate.device().is_cpu() && gate.dtype() == DType::F32 {
+            // One op that keeps only the product (see swiglu_op.rs).
+            crate::swiglu_op::swiglu(&gate, &up)?
+        } else {
+            (candle_nn::ops::silu(&gate)? * up)?
+        };
+        self.down_proj.forward_t(&h, train)
     }
 }
 

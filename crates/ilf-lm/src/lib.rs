@@ -21,6 +21,7 @@ pub mod openai;
 pub mod peft;
 pub mod python;
 pub mod registry;
+pub mod rope_op;
 pub mod sampling;
 #[cfg(feature = "http")]
 pub mod serve;

@@ -2,7 +2,9 @@
 //!
 //! Two paths share the weights and the arithmetic:
 //! - [`Model::forward`] / [`Model::forward_t`]: full-sequence logits, no cache, only operations
-//!   with a backward pass (composed RMSNorm, generic `softmax`, `rope_slow`), for training.
+//!   with a backward pass, for training. On the CPU in f32 the memory-hungry pieces are custom
+//!   ops that keep only their outputs in candle's graph (`norm_op`, `rope_op`, `softmax_op`,
+//!   `swiglu_op`, `matmul_op`, `lora_op`); elsewhere they are composed from candle ops.
 //! - [`Model::forward_with_cache`]: last-position logits with an external [`KvCache`], using
 //!   candle's fused (forward-only) kernels for speed. A test keeps both paths numerically equal.
 //!
@@ -100,6 +102,10 @@ impl Rope {
     fn apply(&self, x: &Tensor, positions: Option<&Tensor>, fused: bool) -> Result<Tensor> {
         let (b, _h, t, _d) = x.dims4()?;
         match positions {
+            None if !fused && x.track_op() && x.device().is_cpu() && x.dtype() == DType::F32 => {
+                // Training: one op with its own backward (see rope_op.rs).
+                crate::rope_op::rope(x, &self.cos, &self.sin)
+            }
             None if !fused => {
                 let cos = self.cos.narrow(0, 0, t)?;
                 let sin = self.sin.narrow(0, 0, t)?;

@@ -1,0 +1,109 @@
+//! Rotary position embedding (the non-interleaved "rotate half" form of `rope_slow`) as one op
+//! with its own backward.
+//!
+//! Candle's fused `rope` has no backward pass; `rope_slow` composes it from narrow, neg, cat and
+//! two broadcast products, keeping about five query- and key-sized tensors per layer alive in the
+//! graph. This op keeps only its output; the rotation's backward is the inverse rotation.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Rotates `x` (`[b, heads, t, d]`) at positions `0..t`; `cos` and `sin` are `[≥ t, d/2]`.
+/// CPU and f32 only (the training path).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (_b, _h, t, d) = x.dims4()?;
+    let half = d / 2;
+    if d % 2 != 0 || cos.dim(1)? != half || cos.dim(0)? < t {
+        candle_core::bail!("rope: x {:?} with cos {:?}", x.dims(), cos.dims());
+    }
+    let table = |m: &Tensor| -> Result<Vec<f32>> { m.narrow(0, 0, t)?.flatten_all()?.to_vec1() };
+    x.contiguous()?.apply_op1(Rope {
+        cos: table(cos)?,
+        sin: table(sin)?,
+        t,
+        half,
+    })
+}
+
+struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    t: usize,
+    half: usize,
+}
+
+impl Rope {
+    /// Rotates each row of `src` into `dst` by `+angle` (`sign = 1`) or `−angle` (`sign = −1`).
+    fn rotate(&self, src: &[f32], sign: f32) -> Vec<f32> {
+        let (d, half) = (2 * self.half, self.half);
+        let mut dst = vec![0f32; src.len()];
+        dst.par_chunks_mut(d)
+            .zip(src.par_chunks(d))
+            .enumerate()
+            .for_each(|(row, (o, x))| {
+                let p = row % self.t;
+                let (c, s) = (
+                    &self.cos[p * half..(p + 1) * half],
+                    &self.sin[p * half..(p + 1) * half],
+                );
+                for i in 0..half {
+                    let (x1, x2, s) = (x[i], x[i + half], sign * s[i]);
+                    o[i] = x1 * c[i] - x2 * s;
+                    o[i + half] = x2 * c[i] + x1 * s;
+                }
+            });
+        dst
+    }
+}
+
+impl CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = match (storage, layout.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((start, end))) => &v[start..end],
+            _ => candle_core::bail!("rope: expected contiguous f32 input"),
+        };
+        Ok((CpuStorage::F32(self.rotate(x, 1.0)), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let dx = self.rotate(&g, -1.0);
+        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_equals_rope_slow() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, h, t, d) = (2, 3, 5, 8);
+        let cos = Tensor::randn(0f32, 1.0, (7, d / 2), &dev)?;
+        let sin = Tensor::randn(0f32, 1.0, (7, d / 2), &dev)?;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, h, t, d), &dev)?)?;
+        let probe = Tensor::randn(0f32, 1.0, (b, h, t, d), &dev)?;
+        let ours = rope(x.as_tensor(), &cos, &sin)?;
+        let slow = candle_nn::rotary_emb::rope_slow(
+            x.as_tensor(),
+            &cos.narrow(0, 0, t)?,
+            &sin.narrow(0, 0, t)?,
+        )?;
+        let diff = (&ours - &slow)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "forward differs by {diff}");
+        let g1 = (ours * &probe)?.sum_all()?.backward()?;
+        let g2 = (slow * &probe)?.sum_all()?.backward()?;
+        let d = (g1.get(&x).unwrap() - g2.get(&x).unwrap())?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(d < 1e-4, "gradient differs by {d}");
+        Ok(())
+    }
+}

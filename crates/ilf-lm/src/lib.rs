@@ -16,6 +16,8 @@ pub mod lora_op;
 pub mod matmul_op;
 pub mod models;
 pub mod norm_op;
+#[cfg(test)]
+mod op_check;
 #[cfg(feature = "http")]
 pub mod openai;
 pub mod peft;

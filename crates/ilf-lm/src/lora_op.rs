@@ -158,18 +158,8 @@ impl CustomOp3 for LoraLinear {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::op_check::assert_same;
     use candle_core::Var;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     /// The fused op against the same arithmetic composed from candle ops: values and the
     /// gradients of `x`, `A` and `B`, with and without dropout.
@@ -178,7 +168,6 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (6, 4), &dev)?;
         let bias = Tensor::randn(0f32, 1.0, 6, &dev)?;
-        let probe = Tensor::randn(0f32, 1.0, (2, 3, 6), &dev)?;
         for dropout in [None, Some((0.3f32, 7u64))] {
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 4), &dev)?)?;
             let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4), &dev)?)?;
@@ -190,16 +179,10 @@ mod tests {
                 .broadcast_matmul(&w.t()?)?
                 .broadcast_add(&bias)?
                 + (xd.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)? * 1.5)?)?;
-            assert!(max_diff(&fused, &composed) < 1e-4);
-            let gf = (fused * &probe)?.sum_all()?.backward()?;
-            let gc = (composed * &probe)?.sum_all()?.backward()?;
+            let grads = assert_same(&fused, &composed, &[&x, &a, &b], 1e-5)?;
             for v in [&a, &b] {
                 // A Var's gradient must not hold the forward graph.
-                assert!(!gf.get(v).unwrap().track_op());
-            }
-            for v in [&x, &a, &b] {
-                let d = max_diff(gf.get(v).unwrap(), gc.get(v).unwrap());
-                assert!(d < 1e-4, "gradient differs by {d} (dropout {dropout:?})");
+                assert!(!grads.get(v).unwrap().track_op());
             }
         }
         Ok(())

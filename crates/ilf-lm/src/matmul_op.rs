@@ -147,6 +147,7 @@ impl CustomOp1 for FrozenMatmul {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::op_check::assert_same;
     use candle_core::{Device, Var};
 
     #[test]
@@ -154,23 +155,11 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (5, 3), &dev)?;
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4, 3), &dev)?)?;
-        let probe = Tensor::randn(0f32, 1.0, (2, 4, 5), &dev)?;
-
         let ours = frozen_matmul_t(x.as_tensor(), &w)?;
         let plain = x.as_tensor().broadcast_matmul(&w.t()?)?;
-        let diff = (&ours - &plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-5, "forward differs by {diff}");
-
-        let g_ours = (ours * &probe)?.sum_all()?.backward()?;
-        let g_plain = (plain * &probe)?.sum_all()?.backward()?;
-        let (a, b) = (
-            g_ours.get(x.as_tensor()).expect("x gets a gradient"),
-            g_plain.get(x.as_tensor()).expect("x gets a gradient"),
-        );
-        let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-5, "input gradient differs by {diff}");
+        let grads = assert_same(&ours, &plain, &[&x], 1e-5)?;
         // The point of the op: no gradient is built for the frozen weight.
-        assert!(g_ours.get(&w).is_none());
+        assert!(grads.get(&w).is_none());
         Ok(())
     }
 
@@ -179,22 +168,12 @@ mod tests {
         let dev = Device::Cpu;
         let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (5, 3), &dev)?)?;
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4, 3), &dev)?)?;
-        let probe = Tensor::randn(0f32, 1.0, (2, 4, 5), &dev)?;
         let ours = trainable_matmul_t(x.as_tensor(), w.as_tensor())?;
         let plain = x.as_tensor().broadcast_matmul(&w.as_tensor().t()?)?;
-        let diff = (&ours - &plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-5, "forward differs by {diff}");
-        let g_ours = (ours * &probe)?.sum_all()?.backward()?;
-        let g_plain = (plain * &probe)?.sum_all()?.backward()?;
+        let grads = assert_same(&ours, &plain, &[&x, &w], 1e-5)?;
         // A Var's gradient must not hold the forward graph (it would stay alive while
         // gradients accumulate over micro-batches).
-        assert!(!g_ours.get(&w).unwrap().track_op());
-        for v in [&x, &w] {
-            let (a, b) = (g_ours.get(v).unwrap(), g_plain.get(v).unwrap());
-            assert_eq!(a.dims(), b.dims());
-            let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(diff < 1e-5, "gradient differs by {diff}");
-        }
+        assert!(!grads.get(&w).unwrap().track_op());
         Ok(())
     }
 

@@ -78,6 +78,7 @@ impl CustomOp2 for SwiGlu {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::op_check::assert_same;
     use candle_core::{Device, Var};
 
     #[test]
@@ -85,20 +86,9 @@ mod tests {
         let dev = Device::Cpu;
         let gate = Var::from_tensor(&(Tensor::randn(0f32, 1.0, (2, 3, 7), &dev)? * 3.0)?)?;
         let up = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 7), &dev)?)?;
-        let probe = Tensor::randn(0f32, 1.0, (2, 3, 7), &dev)?;
         let ours = swiglu(gate.as_tensor(), up.as_tensor())?;
         let composed = (candle_nn::ops::silu(gate.as_tensor())? * up.as_tensor())?;
-        let diff = (&ours - &composed)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-5, "forward differs by {diff}");
-        let g1 = (ours * &probe)?.sum_all()?.backward()?;
-        let g2 = (composed * &probe)?.sum_all()?.backward()?;
-        for v in [&gate, &up] {
-            let d = (g1.get(v).unwrap() - g2.get(v).unwrap())?
-                .abs()?
-                .max_all()?
-                .to_scalar::<f32>()?;
-            assert!(d < 1e-4, "gradient differs by {d}");
-        }
+        assert_same(&ours, &composed, &[&gate, &up], 1e-5)?;
         Ok(())
     }
 }

@@ -90,26 +90,27 @@ impl CustomOp2 for RmsNorm {
             });
         let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
         let dw = if w.track_op() {
-            let dw = xv
-                .par_chunks(h)
-                .zip(gv.par_chunks(h))
-                .fold(
-                    || vec![0f32; h],
-                    |mut acc, (row, g)| {
+            // Partial sums over fixed blocks of rows, added in block order: the same bits
+            // whatever rayon's scheduling (exact resume depends on it).
+            const ROWS: usize = 32;
+            let partials: Vec<Vec<f32>> = xv
+                .par_chunks(h * ROWS)
+                .zip(gv.par_chunks(h * ROWS))
+                .map(|(xs, gs)| {
+                    let mut acc = vec![0f32; h];
+                    for (row, g) in xs.chunks(h).zip(gs.chunks(h)) {
                         let inv = self.inv(row);
                         for ((a, &x), &g) in acc.iter_mut().zip(row).zip(g) {
                             *a += g * x * inv;
                         }
-                        acc
-                    },
-                )
-                .reduce(
-                    || vec![0f32; h],
-                    |mut a, b| {
-                        a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                        a
-                    },
-                );
+                    }
+                    acc
+                })
+                .collect();
+            let mut dw = vec![0f32; h];
+            for p in partials {
+                dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+            }
             Some(Tensor::from_vec(dw, w.shape(), w.device())?)
         } else {
             None
@@ -138,6 +139,26 @@ mod tests {
             .broadcast_mul(&inv)?
             .broadcast_mul(w.as_tensor())?;
         assert_same(&ours, &composed, &[&x, &w], 1e-5)?;
+        Ok(())
+    }
+
+    /// The weight's gradient sums over rows in parallel; it must come out bit-identical every
+    /// time (a resumed training run is compared bitwise with an uninterrupted one).
+    #[test]
+    fn weight_gradient_is_deterministic() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3000, 64), &dev)?)?;
+        let w = Var::from_tensor(&Tensor::randn(1f32, 0.2, 64, &dev)?)?;
+        let probe = Tensor::randn(0f32, 1.0, (3000, 64), &dev)?;
+        let grad = || -> Result<Vec<f32>> {
+            let y = rms_norm(x.as_tensor(), w.as_tensor(), 1e-6)?;
+            let g = (y * &probe)?.sum_all()?.backward()?;
+            g.get(&w).expect("w gets a gradient").to_vec1::<f32>()
+        };
+        let first = grad()?;
+        for _ in 0..8 {
+            assert_eq!(grad()?, first);
+        }
         Ok(())
     }
 }

@@ -3,10 +3,10 @@
 //! Composed from candle ops this keeps four output-sized tensors per projection alive until
 //! backward ends (the frozen product, the adapter's product, its scaling, the sum), because
 //! candle's graph holds every intermediate whether its backward needs it or not. Fused, the
-//! graph holds only the output; backward recomputes the rank-`r` product, which is cheap. With
-//! the MLP's 4,864-wide projections this roughly halves a LoRA step's activation memory on
-//! Qwen2.5-Coder-0.5B. The dropout mask is a function of a seed, so a resumed run draws the
-//! same masks (candle's own dropout cannot be seeded).
+//! graph holds only the output; backward recomputes the rank-`r` product, which is cheap. On
+//! Qwen2.5-Coder-0.5B (4 MBPP examples, micro-batch 1) it cut a LoRA step's peak above the
+//! loaded weights from 2.5 GB to 1.65 GB. The dropout mask is a function of a seed, so a
+//! resumed run draws the same masks (candle's own dropout cannot be seeded).
 
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 

@@ -52,7 +52,7 @@ pub enum ModelSource {
 pub fn resolve(spec: &str) -> Result<ModelSource> {
     if crate::peft::is_adapter_dir(spec) {
         let adapter_dir = Path::new(spec);
-        let base = crate::peft::PeftAdapter::open(adapter_dir)?.base;
+        let base = crate::peft::AdapterConfig::read(adapter_dir)?.base;
         return resolve(&base)
             .with_context(|| format!("the base model of the adapter {}", adapter_dir.display()));
     }

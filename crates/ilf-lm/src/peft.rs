@@ -29,9 +29,18 @@ pub fn is_adapter_dir(spec: &str) -> bool {
     p.join("adapter_config.json").is_file() && !p.join("config.json").is_file()
 }
 
-impl PeftAdapter {
-    /// Reads the adapter in `dir`; unsupported PEFT variants are refused by name.
-    pub fn open(dir: &Path) -> Result<Self> {
+/// What `adapter_config.json` says: the base to load and the adapters' scale.
+pub struct AdapterConfig {
+    /// `base_model_name_or_path`, resolved as [`PeftAdapter::base`] is.
+    pub base: String,
+    /// `lora_alpha / r`.
+    pub scale: f64,
+}
+
+impl AdapterConfig {
+    /// Reads `dir/adapter_config.json` only (not the weights); unsupported PEFT variants are
+    /// refused by name.
+    pub fn read(dir: &Path) -> Result<Self> {
         let config_path = dir.join("adapter_config.json");
         let text = std::fs::read_to_string(&config_path)
             .with_context(|| format!("reading {}", config_path.display()))?;
@@ -73,6 +82,17 @@ impl PeftAdapter {
                     config_path.display()
                 )
             })?;
+        Ok(Self {
+            base: resolve_base(base, dir),
+            scale: alpha / r,
+        })
+    }
+}
+
+impl PeftAdapter {
+    /// Reads the adapter in `dir`: its config ([`AdapterConfig::read`]) and its weights.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let AdapterConfig { base, scale } = AdapterConfig::read(dir)?;
         let weights_path = dir.join("adapter_model.safetensors");
         let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
             .with_context(|| format!("reading {}", weights_path.display()))?;
@@ -114,8 +134,8 @@ impl PeftAdapter {
         }
         Ok(Self {
             dir: dir.to_path_buf(),
-            base: resolve_base(base, dir),
-            scale: alpha / r,
+            base,
+            scale,
             modules,
         })
     }

@@ -18,6 +18,7 @@ pub mod models;
 pub mod norm_op;
 #[cfg(test)]
 mod op_check;
+mod op_storage;
 #[cfg(feature = "http")]
 pub mod openai;
 pub mod peft;

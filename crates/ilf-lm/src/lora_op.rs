@@ -8,6 +8,7 @@
 //! loaded weights from 2.5 GB to 1.65 GB. The dropout mask is a function of a seed, so a
 //! resumed run draws the same masks (candle's own dropout cannot be seeded).
 
+use crate::op_storage::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
 /// `drop(x)`'s mask as multipliers (`0` or `1/(1-p)`), element `i` drawn from
@@ -79,13 +80,7 @@ struct LoraLinear {
 
 /// A fresh tensor holding a copy of a contiguous f32 storage view (no graph).
 fn tensor_of(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
-    let (start, end) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("lora op: inputs must be contiguous".into()))?;
-    match s {
-        CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], l.shape(), &Device::Cpu),
-        _ => candle_core::bail!("lora op: f32 only"),
-    }
+    Tensor::from_slice(contiguous_f32(s, l, "lora op")?, l.shape(), &Device::Cpu)
 }
 
 /// `[rows, features]` view of `[.., features]`.

@@ -4,6 +4,7 @@
 //! products) it keeps five tensors per norm alive in the graph, two norms per layer. This op
 //! keeps only its output and recomputes the per-row scale in backward.
 
+use crate::op_storage::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -15,13 +16,6 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 
 struct RmsNorm {
     eps: f32,
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
-        _ => candle_core::bail!("rms norm: expected contiguous f32 tensors"),
-    }
 }
 
 impl RmsNorm {
@@ -43,7 +37,10 @@ impl CustomOp2 for RmsNorm {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?);
+        let (x, w) = (
+            contiguous_f32(xs, xl, "rms norm")?,
+            contiguous_f32(ws, wl, "rms norm")?,
+        );
         let h = w.len();
         if h == 0 || x.len() % h != 0 {
             candle_core::bail!("rms norm: weight of {h} for input {:?}", xl.dims());

@@ -5,29 +5,31 @@
 //! two broadcast products, keeping about five query- and key-sized tensors per layer alive in the
 //! graph. This op keeps only its output; the rotation's backward is the inverse rotation.
 
+use crate::op_storage::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::sync::Arc;
 
-/// Rotates `x` (`[b, heads, t, d]`) at positions `0..t`; `cos` and `sin` are `[≥ t, d/2]`.
-/// CPU and f32 only (the training path).
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+/// Rotates `x` (`[b, heads, t, d]`) at positions `0..t`. `cos` and `sin` are the host tables
+/// `[positions, d/2]` (row-major), built once with the model. CPU and f32 only (the training
+/// path).
+pub fn rope(x: &Tensor, cos: &Arc<[f32]>, sin: &Arc<[f32]>) -> Result<Tensor> {
     let (_b, _h, t, d) = x.dims4()?;
     let half = d / 2;
-    if d % 2 != 0 || cos.dim(1)? != half || cos.dim(0)? < t {
-        candle_core::bail!("rope: x {:?} with cos {:?}", x.dims(), cos.dims());
+    if d % 2 != 0 || cos.len() < t * half || sin.len() != cos.len() {
+        candle_core::bail!("rope: x {:?} with tables of {} values", x.dims(), cos.len());
     }
-    let table = |m: &Tensor| -> Result<Vec<f32>> { m.narrow(0, 0, t)?.flatten_all()?.to_vec1() };
     x.contiguous()?.apply_op1(Rope {
-        cos: table(cos)?,
-        sin: table(sin)?,
+        cos: cos.clone(),
+        sin: sin.clone(),
         t,
         half,
     })
 }
 
 struct Rope {
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    cos: Arc<[f32]>,
+    sin: Arc<[f32]>,
     t: usize,
     half: usize,
 }
@@ -62,10 +64,7 @@ impl CustomOp1 for Rope {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = match (storage, layout.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((start, end))) => &v[start..end],
-            _ => candle_core::bail!("rope: expected contiguous f32 input"),
-        };
+        let x = contiguous_f32(storage, layout, "rope")?;
         Ok((CpuStorage::F32(self.rotate(x, 1.0)), layout.shape().clone()))
     }
 
@@ -88,8 +87,10 @@ mod tests {
         let (b, h, t, d) = (2, 3, 5, 8);
         let cos = Tensor::randn(0f32, 1.0, (7, d / 2), &dev)?;
         let sin = Tensor::randn(0f32, 1.0, (7, d / 2), &dev)?;
+        let table =
+            |m: &Tensor| -> Result<Arc<[f32]>> { Ok(m.flatten_all()?.to_vec1::<f32>()?.into()) };
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, h, t, d), &dev)?)?;
-        let ours = rope(x.as_tensor(), &cos, &sin)?;
+        let ours = rope(x.as_tensor(), &table(&cos)?, &table(&sin)?)?;
         let slow = candle_nn::rotary_emb::rope_slow(
             x.as_tensor(),
             &cos.narrow(0, 0, t)?,

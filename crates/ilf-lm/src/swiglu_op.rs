@@ -4,6 +4,7 @@
 //! backward ends: one 4,864-wide tensor per layer and token for Qwen2.5-Coder-0.5B. This op keeps
 //! only its output; backward recomputes the sigmoid from `gate`.
 
+use crate::op_storage::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -16,13 +17,6 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 }
 
 struct SwiGlu;
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
-        _ => candle_core::bail!("swiglu: expected contiguous f32 tensors"),
-    }
-}
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
@@ -40,7 +34,10 @@ impl CustomOp2 for SwiGlu {
         us: &CpuStorage,
         ul: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (g, u) = (f32_slice(gs, gl)?, f32_slice(us, ul)?);
+        let (g, u) = (
+            contiguous_f32(gs, gl, "swiglu")?,
+            contiguous_f32(us, ul, "swiglu")?,
+        );
         let out: Vec<f32> = g
             .par_iter()
             .zip(u.par_iter())

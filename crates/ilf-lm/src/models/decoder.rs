@@ -74,6 +74,10 @@ impl Embedding {
 struct Rope {
     cos: Tensor,
     sin: Tensor,
+    /// The same tables on the host, for the training path's rope op (built once here, not
+    /// copied out of the tensors per layer).
+    cos_host: std::sync::Arc<[f32]>,
+    sin_host: std::sync::Arc<[f32]>,
 }
 
 impl Rope {
@@ -93,8 +97,10 @@ impl Rope {
             }
         }
         Ok(Self {
-            cos: Tensor::from_vec(cos, (n, half), device)?,
-            sin: Tensor::from_vec(sin, (n, half), device)?,
+            cos: Tensor::from_slice(&cos, (n, half), device)?,
+            sin: Tensor::from_slice(&sin, (n, half), device)?,
+            cos_host: cos.into(),
+            sin_host: sin.into(),
         })
     }
 
@@ -104,7 +110,7 @@ impl Rope {
         match positions {
             None if !fused && x.track_op() && x.device().is_cpu() && x.dtype() == DType::F32 => {
                 // Training: one op with its own backward (see rope_op.rs).
-                crate::rope_op::rope(x, &self.cos, &self.sin)
+                crate::rope_op::rope(x, &self.cos_host, &self.sin_host)
             }
             None if !fused => {
                 let cos = self.cos.narrow(0, 0, t)?;
@@ -154,6 +160,9 @@ struct Step<'a> {
     positions: Option<&'a Tensor>,
     /// Additive mask `[b or 1, 1, 1, t, keys]`.
     mask: &'a Tensor,
+    /// The same mask on the host when it is shared by the batch (`[t, keys]`), for the
+    /// training path's softmax op; built once per forward pass, not per layer.
+    mask_host: Option<&'a std::sync::Arc<[f32]>>,
     train: bool,
     fused: bool,
 }
@@ -193,9 +202,12 @@ impl Attention {
         let raw = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, keys))?;
         let probs = if step.fused {
             candle_nn::ops::softmax_last_dim(&(raw * scale)?.broadcast_add(step.mask)?)?
-        } else if raw.device().is_cpu() && raw.dtype() == DType::F32 {
+        } else if let (Some(host), true) = (
+            step.mask_host,
+            raw.device().is_cpu() && raw.dtype() == DType::F32,
+        ) {
             // Training: one op that keeps only the probabilities (see softmax_op.rs).
-            crate::softmax_op::masked_softmax(&raw, step.mask, scale)?
+            crate::softmax_op::masked_softmax(&raw, host, 1, scale)?
         } else {
             candle_nn::ops::softmax(&(raw * scale)?.broadcast_add(step.mask)?, D::Minus1)?
         };
@@ -584,11 +596,13 @@ impl Model {
         for q in 0..t {
             mask.extend((0..t).map(|k| if k <= q { 0.0 } else { MASKED }));
         }
-        let mask = Tensor::from_vec(mask, (1, 1, 1, t, t), &self.device)?;
+        let mask_host: std::sync::Arc<[f32]> = mask.into();
+        let mask = Tensor::from_slice(&mask_host, (1, 1, 1, t, t), &self.device)?;
         let step = Step {
             rope: &self.rope,
             positions: None,
             mask: &mask,
+            mask_host: Some(&mask_host),
             train,
             fused: false,
         };
@@ -621,6 +635,7 @@ impl Model {
             rope: &self.rope,
             positions: Some(&positions),
             mask: &mask,
+            mask_host: None,
             train: false,
             fused: true,
         };

@@ -7,8 +7,8 @@ use anyhow::{bail, Context, Result};
 use ilf_data::mbpp::{self, Mbpp};
 use ilf_data::records::{JsonlAppender, SampleRow};
 use ilf_data::split::{parse_task_ids, Split};
+use ilf_lm::registry;
 use ilf_lm::sampling::{GenRequest, Generator, LocalGenerator, NoStop, SamplingParams, StopRule};
-use ilf_lm::{fetch, registry, LoadMode};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -234,19 +234,7 @@ pub fn sample(args: &SampleArgs, out: Output) -> Result<SampleSummary> {
     let generator: Box<dyn Generator + '_> = if args.backend == "openai" {
         ilf_lm::openai::generator(&args.base_url, &args.model, args.concurrency, args.retries)?
     } else {
-        if let Some(entry) = registry::find(&args.model) {
-            if !fetch::model_path(entry).is_file() {
-                out.say(format!("Fetching {} (first use) ...", entry.name));
-            }
-        }
-        let device = ilf_lm::device::parse(&args.device)?;
-        let mode = if args.quantized {
-            LoadMode::Quantized
-        } else {
-            LoadMode::Inference
-        };
-        loaded = ilf_lm::load(&args.model, &device, mode)
-            .with_context(|| format!("loading model {}", args.model))?;
+        loaded = super::load_local_model(&args.model, &args.device, args.quantized, &out)?;
         let ctx = loaded.config.max_position_embeddings;
         for (p, r) in prompts.iter().zip(&requests) {
             if r.samples.is_empty() {

@@ -2,9 +2,9 @@
 //! evalplus, editors, `ilf sample --backend openai`) can use it.
 
 use crate::output::Output;
-use anyhow::{Context, Result};
+use anyhow::Result;
+use ilf_lm::registry;
 use ilf_lm::serve::{bind, Engine, ServeConfig};
-use ilf_lm::{fetch, registry, LoadMode};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -61,19 +61,7 @@ pub fn run(args: ServeArgs, out: Output) -> Result<()> {
                 .unwrap_or_else(|| args.model.clone())
         }
     });
-    if let Some(entry) = registry::find(&args.model) {
-        if !fetch::model_path(entry).is_file() {
-            out.say(format!("Fetching {} (first use) ...", entry.name));
-        }
-    }
-    let device = ilf_lm::device::parse(&args.device)?;
-    let mode = if args.quantized {
-        LoadMode::Quantized
-    } else {
-        LoadMode::Inference
-    };
-    let loaded = ilf_lm::load(&args.model, &device, mode)
-        .with_context(|| format!("loading model {}", args.model))?;
+    let loaded = super::load_local_model(&args.model, &args.device, args.quantized, &out)?;
     let config = ServeConfig {
         bind: args.bind,
         public: args.public,

@@ -8,6 +8,7 @@
 //!   [`sampling::Generator`] trait.
 //! - [`fetch`] and [`registry`]: models that arrive as PyPI part packages.
 
+pub mod bf16_matmul;
 pub mod device;
 pub mod fetch;
 pub mod linear;

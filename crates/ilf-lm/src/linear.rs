@@ -1,5 +1,5 @@
-//! A linear layer that is either trainable f32 or a frozen quantized matmul, with an optional
-//! LoRA adapter: `y = x Wᵀ + b + scale · (dropout(x) Aᵀ) Bᵀ`.
+//! A linear layer that is either trainable f32, a frozen bf16 weight (sampling on the CPU) or a
+//! frozen quantized matmul, with an optional LoRA adapter: `y = x Wᵀ + b + scale · (dropout(x) Aᵀ) Bᵀ`.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor, D};
@@ -59,6 +59,9 @@ enum Weight {
     Dense(Tensor),
     /// Frozen quantized weight (GGUF); inference only, no gradient.
     Quantized(QMatMul),
+    /// Frozen bf16 weight multiplied by ilf's own CPU kernel (see bf16_matmul.rs); inference
+    /// only, no gradient.
+    Bf16(Arc<crate::bf16_matmul::Bf16Weight>),
 }
 
 /// A linear layer named as in the Hugging Face checkpoint (`model.layers.0.self_attn.q_proj`).
@@ -104,6 +107,24 @@ impl Linear {
         })
     }
 
+    /// A frozen layer whose `[out, in]` f32 weight is rounded to bf16 for the CPU kernel of
+    /// bf16_matmul.rs. Sampling only: it has no backward pass.
+    pub fn bf16(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out_features, in_features) = weight.dims2()?;
+        let values = weight
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let packed = crate::bf16_matmul::Bf16Weight::from_f32(&values, out_features, in_features);
+        Ok(Self {
+            weight: Weight::Bf16(Arc::new(packed)),
+            bias,
+            lora: None,
+            in_features,
+            out_features,
+        })
+    }
+
     pub fn in_features(&self) -> usize {
         self.in_features
     }
@@ -112,12 +133,12 @@ impl Linear {
         self.out_features
     }
 
-    /// The dense `[out, in]` weight; `None` for a quantized layer.
+    /// The dense `[out, in]` weight; `None` for a quantized or bf16 layer.
     pub fn weight(&self) -> Option<&Tensor> {
         match &self.weight {
             Weight::Dense(w) => Some(w),
             Weight::Quantized(QMatMul::Tensor(w)) => Some(w),
-            Weight::Quantized(_) => None,
+            Weight::Quantized(_) | Weight::Bf16(_) => None,
         }
     }
 
@@ -174,6 +195,7 @@ impl Linear {
         let y = match &self.weight {
             Weight::Dense(w) => matmul_t(x, w)?,
             Weight::Quantized(q) => q.forward(x)?,
+            Weight::Bf16(w) => bf16_matmul_t(x, w)?,
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -189,6 +211,30 @@ impl Linear {
             }
         }
     }
+}
+
+/// `x Wᵀ` over a bf16 weight, for `x` of any rank (f32, on the CPU).
+fn bf16_matmul_t(x: &Tensor, w: &crate::bf16_matmul::Bf16Weight) -> Result<Tensor> {
+    if x.track_op() {
+        // Silently stopping the gradient is the pitfall the trainer's tests guard against.
+        candle_core::bail!(
+            "a bf16 inference weight has no backward pass: load the model for training (LoadMode::Trainable)"
+        )
+    }
+    if x.dim(D::Minus1)? != w.cols() {
+        candle_core::bail!(
+            "linear layer with {} inputs applied to a tensor of shape {:?}",
+            w.cols(),
+            x.shape()
+        )
+    }
+    let dims = x.dims();
+    let rows = x.elem_count() / w.cols().max(1);
+    let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let y = w.matmul_t(&values, rows);
+    let mut out_dims = dims[..dims.len() - 1].to_vec();
+    out_dims.push(w.rows());
+    Tensor::from_vec(y, out_dims, x.device())
 }
 
 /// Up to this many rows, `x Wᵀ` is computed as `(W xᵀ)ᵀ`: with few rows (decoding) the GEMM

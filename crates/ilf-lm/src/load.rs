@@ -18,9 +18,13 @@ use tokenizers::Tokenizer;
 /// How the weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadMode {
-    /// The fastest format for sampling on this device: f32 on CPU, whose GEMM gains from
-    /// batching many sequences, where quantized matmuls do one matrix-vector product per row.
+    /// The fastest format for sampling on this device. On a CPU with AVX2 (or AVX512-BF16):
+    /// linear weights as bf16 for ilf's own kernel (bf16_matmul.rs), half the memory of f32 and
+    /// 2–5× faster per layer at decoding's row counts (bench_linear); elsewhere, as [`Self::F32`].
     Inference,
+    /// Frozen f32 linear weights multiplied by candle's GEMM: the checkpoint's exact numerics,
+    /// for reference checks and comparisons.
+    F32,
     /// Frozen quantized matmuls (Q8_0 and the k-quants as stored), about a quarter of the f32
     /// memory; for large models or single-stream decoding.
     Quantized,
@@ -90,8 +94,33 @@ pub fn load(spec: &str, device: &Device, mode: LoadMode) -> Result<Loaded> {
     }
     match resolve(spec)? {
         ModelSource::Gguf(path) => load_gguf(&path, device, mode),
-        ModelSource::HfDir(dir) => load_hf_dir(&dir, device),
+        ModelSource::HfDir(dir) => load_hf_dir(&dir, device, mode),
     }
+}
+
+/// Whether [`LoadMode::Inference`] holds linear weights as bf16 on `device`: on a CPU with a
+/// vector kernel for them (the portable one is slower than candle's f32 GEMM).
+fn bf16_weights(device: &Device, mode: LoadMode) -> bool {
+    use crate::bf16_matmul::Kernel;
+    mode == LoadMode::Inference && device.is_cpu() && Kernel::best() != Kernel::Scalar
+}
+
+/// A bf16 linear layer (see [`LoadMode::Inference`]) from the f32 weight in `vb`.
+fn bf16_linear(
+    name: &str,
+    inp: usize,
+    out: usize,
+    bias: bool,
+    vb: &VarBuilder,
+) -> candle_core::Result<Linear> {
+    let vb = vb.pp(name);
+    let w = vb.get((out, inp), "weight")?;
+    let b = if bias {
+        Some(vb.get(out, "bias")?)
+    } else {
+        None
+    };
+    Linear::bf16(&w, b)
 }
 
 /// f32 weights by Hugging Face name, for the trainer's `VarMap` and for exports.
@@ -347,9 +376,59 @@ fn load_gguf(path: &Path, device: &Device, mode: LoadMode) -> Result<Loaded> {
     info.eos_token_ids.dedup();
     config.eos_token_ids = info.eos_token_ids.clone();
     let model = match mode {
+        LoadMode::Inference if bf16_weights(device, mode) => {
+            // Each linear weight is dequantized and rounded to bf16 one at a time, so the f32
+            // copy of the whole model (2 GB for 0.5B) never exists. Norms and biases: f32.
+            let mut small = HashMap::new();
+            let mut names: Vec<String> = gguf.content.tensor_infos.keys().cloned().collect();
+            names.sort();
+            for name in &names {
+                let Some(hf) = hf_name(name) else { continue };
+                if gguf.content.tensor_infos[name].shape.rank() == 1 {
+                    let t = gguf.qtensor(name, device)?.dequantize(device)?;
+                    small.insert(hf.clone(), gguf.fix_layout(&hf, t)?);
+                }
+            }
+            // Sampling only looks rows of the embedding up: it stays quantized unless the
+            // output projection shares it.
+            let embeddings = if config.tie_word_embeddings {
+                let t = gguf
+                    .qtensor("token_embd.weight", device)?
+                    .dequantize(device)?;
+                small.insert("model.embed_tokens.weight".to_string(), t);
+                None
+            } else {
+                Some(gguf.qtensor("token_embd.weight", device)?)
+            };
+            let tied = config.tie_word_embeddings;
+            let vb = VarBuilder::from_tensors(small, DType::F32, device);
+            let mut packed = |name: &str,
+                              _inp: usize,
+                              out: usize,
+                              bias: bool,
+                              vb: &VarBuilder|
+             -> candle_core::Result<Linear> {
+                let hf = format!("{name}.weight");
+                let g = if name == "lm_head" && tied {
+                    "token_embd.weight".to_string()
+                } else {
+                    gguf_name(&hf).unwrap_or_else(|| hf.clone())
+                };
+                let err = |e: anyhow::Error| candle_core::Error::Msg(format!("{e:#}"));
+                let dense = gguf.qtensor(&g, device).map_err(err)?.dequantize(device)?;
+                let dense = gguf.fix_layout(&hf, dense).map_err(err)?;
+                let b = if bias {
+                    Some(vb.pp(name).get(out, "bias")?)
+                } else {
+                    None
+                };
+                Linear::bf16(&dense, b)
+            };
+            Model::build(&config, vb, embeddings, &mut packed)?
+        }
         // Sampling only looks rows of the embedding up: keeping it quantized saves ~450 MB on
         // the 0.5B model (a tied output projection needs it dense).
-        LoadMode::Inference if !config.tie_word_embeddings => {
+        LoadMode::Inference | LoadMode::F32 if !config.tie_word_embeddings => {
             let embeddings = gguf.qtensor("token_embd.weight", device)?;
             let tensors = gguf.f32_tensors(device, &["token_embd.weight"])?;
             let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
@@ -360,7 +439,7 @@ fn load_gguf(path: &Path, device: &Device, mode: LoadMode) -> Result<Loaded> {
                 &mut crate::models::decoder::dense_linear,
             )?
         }
-        LoadMode::Inference | LoadMode::Trainable => {
+        LoadMode::Inference | LoadMode::F32 | LoadMode::Trainable => {
             let tensors = gguf.f32_tensors(device, &[])?;
             Model::new(
                 &config,
@@ -477,7 +556,7 @@ fn hf_tensors(dir: &Path, device: &Device) -> Result<(Config, HashMap<String, Te
     Ok((config, tensors))
 }
 
-fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
+fn load_hf_dir(dir: &Path, device: &Device, mode: LoadMode) -> Result<Loaded> {
     let (mut config, tensors) = hf_tensors(dir, device)?;
     let tok = tokenizer::from_file(&dir.join("tokenizer.json"))?;
     if let Some(t) = tok.token_to_id("<|endoftext|>") {
@@ -494,10 +573,14 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
         eos_token_ids: config.eos_token_ids.clone(),
         chat_template,
     };
-    let model = Model::new(
-        &config,
-        VarBuilder::from_tensors(tensors, DType::F32, device),
-    )?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    // The f32 tensors are dropped with `vb` once the bf16 layers are built. A Hugging Face
+    // directory has no quantized weights, so `Quantized` loads it as f32.
+    let model = if bf16_weights(device, mode) {
+        Model::build(&config, vb, None, &mut bf16_linear)?
+    } else {
+        Model::new(&config, vb)?
+    };
     Ok(Loaded {
         model,
         tokenizer: tok,

@@ -89,7 +89,7 @@ fn logits_match_candle_transformers_quantized_qwen2() {
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-    for mode in [LoadMode::Inference, LoadMode::Quantized] {
+    for mode in [LoadMode::F32, LoadMode::Inference, LoadMode::Quantized] {
         let loaded = load(path.to_str().unwrap(), &device, mode).unwrap();
         let mut cache =
             ilf_lm::KvCache::new(&loaded.config, 1, TASK_11_IDS.len(), &device).unwrap();

@@ -72,7 +72,7 @@ fn hf_directory_and_gguf_reload_with_the_trained_logits() {
         let src = source(&t, &tokenizer);
         for format in [ExportFormat::Hf, ExportFormat::Gguf, ExportFormat::GgufF16] {
             let path = export(&src, format, dir.path()).unwrap();
-            let loaded = load(path.to_str().unwrap(), &Device::Cpu, LoadMode::Inference).unwrap();
+            let loaded = load(path.to_str().unwrap(), &Device::Cpu, LoadMode::F32).unwrap();
             assert_eq!(loaded.config.architecture, arch);
             let got = loaded.model.forward(&ids()).unwrap();
             let diff = common::max_diff(&want, &got);
@@ -186,12 +186,12 @@ fn peft_adapter_directory_loads_as_a_model() {
     let base_only = load(
         base_dir.join("hf").to_str().unwrap(),
         &Device::Cpu,
-        LoadMode::Inference,
+        LoadMode::F32,
     )
     .unwrap();
     assert!(common::max_diff(&want, &base_only.model.forward(&ids()).unwrap()) > 1e-4);
 
-    let loaded = load(spec, &Device::Cpu, LoadMode::Inference).unwrap();
+    let loaded = load(spec, &Device::Cpu, LoadMode::F32).unwrap();
     let diff = common::max_diff(&want, &loaded.model.forward(&ids()).unwrap());
     assert!(diff < 1e-4, "attached adapter: logits differ by {diff}");
 

@@ -3,11 +3,12 @@
 //! The setting of issue 3: Qwen2.5-Coder-0.5B, n samples per prompt sharing one prefill, T = 0.8,
 //! a fixed number of new tokens (EOS is ignored so every engine does the same work). Each engine
 //! runs in its own process so its peak memory (VmHWM / ru_maxrss) is its own; this binary
-//! re-invokes itself with `--worker ours|ours1|llama|llama1` and runs `peers/sample_torch.py` in
+//! re-invokes itself with `--worker ours|ours1|oursf32|llama|llama1` and runs `peers/sample_torch.py` in
 //! the PyTorch venv shared with `bench_train` (`$ILF_CACHE/bench-venv-train`, created on first
 //! use).
 //!
-//! Engines: `ours` (ilf, all samples of all prompts decoded together unless `--batch`), `llama`
+//! Engines: `ours` (ilf, all samples of all prompts decoded together unless `--batch`), `oursf32`
+//! (the same with f32 weights and candle's GEMM, ilf's sampling path before its bf16 kernel), `llama`
 //! (llama.cpp's batched multi-sequence decode with as many sequences per step: each prompt
 //! decoded once and its cells shared with its n sequences through the unified KV cache, then one
 //! `llama_decode` per step holding one token per sequence), `llama1` and `ours1` (one stream:
@@ -61,11 +62,13 @@ struct Args {
     /// Rows decoded together by ilf (0: all samples of all prompts at once).
     #[arg(long, default_value_t = 0)]
     batch: usize,
-    /// How ilf holds the weights: inference (f32) or quantized.
+    /// How ilf holds the weights: inference (bf16 linear weights on a CPU with AVX2 or
+    /// AVX512-BF16), f32 or quantized. The `oursf32` engine always uses f32.
     #[arg(long, default_value = "inference")]
     mode: String,
-    /// Engines to run, comma-separated: ours, ours1, llama, llama1, torch (see the module docs).
-    #[arg(long, default_value = "ours,llama,llama1,torch")]
+    /// Engines to run, comma-separated: ours, ours1, oursf32, llama, llama1, torch (see the
+    /// module docs).
+    #[arg(long, default_value = "ours,oursf32,llama,llama1,torch")]
     engines: String,
     /// Threads every engine may use (candle's rayon pool, llama.cpp, torch).
     #[arg(long, default_value_t = 2)]
@@ -122,12 +125,21 @@ fn model_path(spec: &str) -> Result<PathBuf> {
 }
 
 /// ilf with `n` samples per prompt (`args.n` batched, 1 for the single-stream row).
-fn run_ours(args: &Args, n: usize, engine: &str) -> Result<Measure> {
+fn run_ours(args: &Args, n: usize, engine: &str, mode_name: &str) -> Result<Measure> {
     use ilf_lm::sampling::{GenRequest, Generator, LocalGenerator, NoStop, SamplingParams};
-    let mode = match args.mode.as_str() {
+    let mode = match mode_name {
         "inference" => ilf_lm::LoadMode::Inference,
+        "f32" => ilf_lm::LoadMode::F32,
         "quantized" => ilf_lm::LoadMode::Quantized,
-        other => bail!("unknown --mode {other} (inference or quantized)"),
+        other => bail!("unknown --mode {other} (inference, f32 or quantized)"),
+    };
+    let weights = if mode == ilf_lm::LoadMode::Inference {
+        format!(
+            "inference ({:?} kernel)",
+            ilf_lm::bf16_matmul::Kernel::best()
+        )
+    } else {
+        mode_name.to_string()
     };
     let loaded = ilf_lm::load(&args.model, &candle_core::Device::Cpu, mode)?;
     let prompts = prompts(args)?;
@@ -169,8 +181,7 @@ fn run_ours(args: &Args, n: usize, engine: &str) -> Result<Measure> {
         tokens_per_s: tokens as f64 / seconds,
         peak_rss_mb: peak_rss_mb(),
         note: format!(
-            "candle, {} weights, batch {batch}, {} threads",
-            args.mode,
+            "{weights} weights, batch {batch}, {} threads",
             rayon_threads()
         ),
     })
@@ -440,8 +451,9 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(engine) = &args.worker {
         let m = match engine.as_str() {
-            "ours" => run_ours(&args, args.n, "ilf")?,
-            "ours1" => run_ours(&args, 1, "ilf 1 stream")?,
+            "ours" => run_ours(&args, args.n, "ilf", &args.mode)?,
+            "ours1" => run_ours(&args, 1, "ilf 1 stream", &args.mode)?,
+            "oursf32" => run_ours(&args, args.n, "ilf f32", "f32")?,
             "llama" => run_llama(&args, args.n, "llama.cpp")?,
             "llama1" => run_llama(&args, 1, "llama.cpp 1 stream")?,
             other => bail!("unknown worker {other}"),
@@ -472,10 +484,10 @@ fn main() -> Result<()> {
         .filter(|e| !e.is_empty())
     {
         let r = match engine {
-            "ours" | "ours1" | "llama" | "llama1" => run_worker(&args, engine),
+            "ours" | "ours1" | "oursf32" | "llama" | "llama1" => run_worker(&args, engine),
             "torch" => run_torch(&args),
             other => Err(anyhow::anyhow!(
-                "unknown engine {other} (ours, ours1, llama, llama1, torch)"
+                "unknown engine {other} (ours, ours1, oursf32, llama, llama1, torch)"
             )),
         };
         match r {

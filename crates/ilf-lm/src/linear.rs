@@ -111,11 +111,18 @@ impl Linear {
     /// bf16_matmul.rs. Sampling only: it has no backward pass.
     pub fn bf16(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
         let (out_features, in_features) = weight.dims2()?;
-        let values = weight
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let packed = crate::bf16_matmul::Bf16Weight::from_f32(&values, out_features, in_features);
+        let weight = weight.to_dtype(DType::F32)?.contiguous()?;
+        // Read in place: a copy of the f32 output projection (545 MB for 0.5B) would set the
+        // load's peak memory.
+        let (storage, layout) = weight.storage_and_layout();
+        let packed = match &*storage {
+            candle_core::Storage::Cpu(cpu) => crate::bf16_matmul::Bf16Weight::from_f32(
+                crate::op_storage::contiguous_f32(cpu, layout, "Linear::bf16")?,
+                out_features,
+                in_features,
+            ),
+            _ => candle_core::bail!("Linear::bf16: the weight must be on the CPU"),
+        };
         Ok(Self {
             weight: Weight::Bf16(Arc::new(packed)),
             bias,

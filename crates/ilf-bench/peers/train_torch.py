@@ -25,13 +25,16 @@ def main():
     ap.add_argument("--alpha", type=float, default=32.0)
     ap.add_argument("--dropout", type=float, default=0.05)
     ap.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
+    # bf16: the model in bfloat16 (PEFT keeps its adapters in float32, autocast_adapter_dtype).
+    ap.add_argument("--base-dtype", choices=["f32", "bf16"], default="f32")
     args = ap.parse_args()
 
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(42)
     folder, name = os.path.split(os.path.abspath(args.gguf))
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch.float32)
+    dtype = torch.bfloat16 if args.base_dtype == "bf16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=dtype)
     if args.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -90,7 +93,7 @@ def main():
         json.dumps(
             {
                 "engine": "torch",
-                "mode": args.mode,
+                "mode": args.mode + ("-bf16" if args.base_dtype == "bf16" else ""),
                 "steps": steps,
                 "tokens": tokens,
                 "seconds": seconds,

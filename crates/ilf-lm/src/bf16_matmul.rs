@@ -97,6 +97,40 @@ impl Bf16Weight {
         }
     }
 
+    /// The transpose of an `[rows, cols]` row-major f32 matrix, rounded to bf16: a `[cols, rows]`
+    /// weight (backward's `dy W` is then also a `matmul_t`). Copied in 64 × 64 blocks so both
+    /// sides are read and written a cache line at a time.
+    pub fn from_f32_transposed(w: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(
+            w.len(),
+            rows * cols,
+            "Bf16Weight::from_f32_transposed: shape"
+        );
+        const B: usize = 64;
+        let stride = rows.div_ceil(LANES) * LANES;
+        let mut data = vec![bf16::ZERO; cols * stride];
+        data.par_chunks_mut(B * stride)
+            .enumerate()
+            .for_each(|(blk, dst)| {
+                let c0 = blk * B;
+                let nc = dst.len() / stride;
+                for r0 in (0..rows).step_by(B) {
+                    for r in r0..(r0 + B).min(rows) {
+                        let src = &w[r * cols + c0..r * cols + c0 + nc];
+                        for (dc, v) in src.iter().enumerate() {
+                            dst[dc * stride + r] = bf16::from_f32(*v);
+                        }
+                    }
+                }
+            });
+        Self {
+            data,
+            rows: cols,
+            cols: rows,
+            stride,
+        }
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }
@@ -181,6 +215,32 @@ impl Out {
     #[inline(always)]
     unsafe fn put(self, r: usize, i: usize, v: f32) {
         *self.ptr.add(i * self.row_stride + r) = v;
+    }
+}
+
+/// A frozen weight that training differentiates through (LoRA's base): `W` and `Wᵀ` as bf16,
+/// together the memory of one f32 copy, so the forward `x Wᵀ` and the backward `dy W` both run
+/// on the bf16 kernel.
+#[derive(Debug)]
+pub struct FrozenBf16 {
+    /// `[out, in]`.
+    pub w: Bf16Weight,
+    /// `[in, out]`.
+    pub wt: Bf16Weight,
+}
+
+impl FrozenBf16 {
+    /// From an `[out, in]` row-major f32 weight.
+    pub fn from_f32(w: &[f32], out: usize, inp: usize) -> Self {
+        Self {
+            w: Bf16Weight::from_f32(w, out, inp),
+            wt: Bf16Weight::from_f32_transposed(w, out, inp),
+        }
+    }
+
+    /// Bytes held by both orientations.
+    pub fn bytes(&self) -> usize {
+        self.w.bytes() + self.wt.bytes()
     }
 }
 
@@ -483,6 +543,26 @@ mod tests {
             for i in 0..11 {
                 let one = w.matmul_t_with(kernel, &x[i * k..(i + 1) * k], 1);
                 assert_eq!(one, all[i * n..(i + 1) * n], "{kernel:?} row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_transposed_weight_is_the_transpose() {
+        for &(rows, cols) in &[(1, 1), (3, 70), (130, 65), (64, 64)] {
+            let v = random(rows * cols, 5);
+            let w = Bf16Weight::from_f32(&v, rows, cols).to_f32();
+            let t = Bf16Weight::from_f32_transposed(&v, rows, cols);
+            assert_eq!((t.rows(), t.cols()), (cols, rows));
+            let t = t.to_f32();
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        t[c * rows + r],
+                        w[r * cols + c],
+                        "({r}, {c}) of {rows}×{cols}"
+                    );
+                }
             }
         }
     }

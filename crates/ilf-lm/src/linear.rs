@@ -62,6 +62,9 @@ enum Weight {
     /// Frozen bf16 weight multiplied by ilf's own CPU kernel (see bf16_matmul.rs); inference
     /// only, no gradient.
     Bf16(Arc<crate::bf16_matmul::Bf16Weight>),
+    /// Frozen bf16 weight in both orientations, for training adapters over it (LoRA with a bf16
+    /// base): the gradient reaches the input through the bf16 kernel.
+    FrozenBf16(Arc<crate::bf16_matmul::FrozenBf16>),
 }
 
 /// A linear layer named as in the Hugging Face checkpoint (`model.layers.0.self_attn.q_proj`).
@@ -132,6 +135,36 @@ impl Linear {
         })
     }
 
+    /// Turns a frozen dense weight into bf16 in both orientations (see [`Weight::FrozenBf16`]):
+    /// the same memory as f32, with the forward and the input gradient on the bf16 kernel. The
+    /// f32 weight is no longer held by this layer.
+    pub fn freeze_to_bf16(&mut self) -> Result<()> {
+        let Weight::Dense(w) = &self.weight else {
+            candle_core::bail!("freeze_to_bf16: the layer is not dense f32")
+        };
+        if w.track_op() || !w.device().is_cpu() {
+            candle_core::bail!("freeze_to_bf16: only a frozen weight on the CPU can become bf16")
+        }
+        let w = w.to_dtype(DType::F32)?.contiguous()?;
+        let (storage, layout) = w.storage_and_layout();
+        let frozen = match &*storage {
+            candle_core::Storage::Cpu(cpu) => crate::bf16_matmul::FrozenBf16::from_f32(
+                crate::op_storage::contiguous_f32(cpu, layout, "freeze_to_bf16")?,
+                self.out_features,
+                self.in_features,
+            ),
+            _ => candle_core::bail!("freeze_to_bf16: the weight must be on the CPU"),
+        };
+        drop(storage);
+        self.weight = Weight::FrozenBf16(Arc::new(frozen));
+        Ok(())
+    }
+
+    /// Whether the weight is held as bf16 (for sampling or as a frozen training base).
+    pub fn is_bf16(&self) -> bool {
+        matches!(self.weight, Weight::Bf16(_) | Weight::FrozenBf16(_))
+    }
+
     pub fn in_features(&self) -> usize {
         self.in_features
     }
@@ -145,7 +178,7 @@ impl Linear {
         match &self.weight {
             Weight::Dense(w) => Some(w),
             Weight::Quantized(QMatMul::Tensor(w)) => Some(w),
-            Weight::Quantized(_) | Weight::Bf16(_) => None,
+            Weight::Quantized(_) | Weight::Bf16(_) | Weight::FrozenBf16(_) => None,
         }
     }
 
@@ -199,7 +232,24 @@ impl Linear {
                 );
             }
         }
+        if let (Weight::FrozenBf16(w), Some(lora)) = (&self.weight, &self.lora) {
+            let frozen_bias = self.bias.as_ref().is_none_or(|b| !b.track_op());
+            if x.track_op() && frozen_bias {
+                // Training LoRA over a bf16 base: the fused op on the bf16 kernel.
+                return crate::lora_op::lora_linear_bf16(
+                    x,
+                    w,
+                    self.bias.as_ref(),
+                    &lora.a,
+                    &lora.b,
+                    lora.scale,
+                    lora.dropout_now(train),
+                );
+            }
+        }
         let y = match &self.weight {
+            Weight::FrozenBf16(w) if x.track_op() => crate::matmul_op::frozen_bf16_matmul_t(x, w)?,
+            Weight::FrozenBf16(w) => crate::matmul_op::bf16_matmul_values(x, &w.w)?,
             Weight::Dense(w) => matmul_t(x, w)?,
             Weight::Quantized(q) => q.forward(x)?,
             Weight::Bf16(w) => bf16_matmul_t(x, w)?,

@@ -8,8 +8,11 @@
 //! loaded weights from 2.5 GB to 1.65 GB. The dropout mask is a function of a seed, so a
 //! resumed run draws the same masks (candle's own dropout cannot be seeded).
 
+use crate::bf16_matmul::FrozenBf16;
+use crate::matmul_op::bf16_matmul_values;
 use crate::op_storage::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use std::sync::Arc;
 
 /// `drop(x)`'s mask as multipliers (`0` or `1/(1-p)`), element `i` drawn from
 /// `splitmix64(seed ⊕ i)`: counter-based, so any element can be regenerated without a stream.
@@ -63,7 +66,7 @@ pub fn lora_linear(
         &a.contiguous()?,
         &b.contiguous()?,
         LoraLinear {
-            weight: weight.contiguous()?,
+            base: Base::F32(weight.contiguous()?),
             bias: bias.cloned(),
             scale,
             dropout,
@@ -71,8 +74,62 @@ pub fn lora_linear(
     )
 }
 
+/// [`lora_linear`] over a frozen base held as bf16 (both orientations, see bf16_matmul.rs).
+pub fn lora_linear_bf16(
+    x: &Tensor,
+    weight: &Arc<FrozenBf16>,
+    bias: Option<&Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    dropout: Option<(f32, u64)>,
+) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &a.contiguous()?,
+        &b.contiguous()?,
+        LoraLinear {
+            base: Base::Bf16(weight.clone()),
+            bias: bias.cloned(),
+            scale,
+            dropout,
+        },
+    )
+}
+
+/// The frozen weight under the adapter.
+enum Base {
+    /// `[out, in]` f32.
+    F32(Tensor),
+    Bf16(Arc<FrozenBf16>),
+}
+
+impl Base {
+    fn out_features(&self) -> Result<usize> {
+        match self {
+            Base::F32(w) => w.dim(0),
+            Base::Bf16(w) => Ok(w.w.rows()),
+        }
+    }
+
+    /// `x Wᵀ` for `[m, in]` rows.
+    fn forward(&self, x2: &Tensor) -> Result<Tensor> {
+        match self {
+            Base::F32(w) => x2.matmul(&w.t()?),
+            Base::Bf16(w) => bf16_matmul_values(x2, &w.w),
+        }
+    }
+
+    /// `dy W` for `[m, out]` rows.
+    fn input_grad(&self, g: &Tensor) -> Result<Tensor> {
+        match self {
+            Base::F32(w) => g.matmul(w),
+            Base::Bf16(w) => bf16_matmul_values(g, &w.wt),
+        }
+    }
+}
+
 struct LoraLinear {
-    weight: Tensor,
+    base: Base,
     bias: Option<Tensor>,
     scale: f64,
     dropout: Option<(f32, u64)>,
@@ -106,7 +163,7 @@ impl CustomOp3 for LoraLinear {
         let x = tensor_of(xs, xl)?;
         let (a, b) = (tensor_of(as_, al)?, tensor_of(bs, bl)?);
         let x2 = rows(&x)?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
+        let mut y = self.base.forward(&x2)?;
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
@@ -114,7 +171,7 @@ impl CustomOp3 for LoraLinear {
         let y = (y + h.matmul(&b.t()?)?)?;
         let mut dims = xl.dims().to_vec();
         if let Some(last) = dims.last_mut() {
-            *last = self.weight.dim(0)?;
+            *last = self.base.out_features()?;
         }
         Ok((
             CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
@@ -142,7 +199,7 @@ impl CustomOp3 for LoraLinear {
             None => through_adapter,
             Some(_) => apply_dropout(&through_adapter, self.dropout)?,
         };
-        let dx = (g.matmul(&self.weight)? + through_adapter)?.reshape(x.shape())?;
+        let dx = (self.base.input_grad(&g)? + through_adapter)?.reshape(x.shape())?;
         let da = gb.t()?.matmul(&xd)?;
         let h = (xd.matmul(&a.t()?)? * self.scale)?;
         let db = g.t()?.matmul(&h)?;
@@ -180,6 +237,30 @@ mod tests {
                 assert!(!grads.get(v).unwrap().track_op());
             }
         }
+        Ok(())
+    }
+
+    /// Over a bf16 base: the same as the composed ops over the bf16-rounded weight, within the
+    /// rounding of the activations.
+    #[test]
+    fn fused_over_a_bf16_base_equals_composed() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (33, 40), &dev)?;
+        let frozen = Arc::new(FrozenBf16::from_f32(&w.flatten_all()?.to_vec1()?, 33, 40));
+        let rounded = Tensor::from_vec(frozen.w.to_f32(), (33, 40), &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, 33, &dev)?;
+        let dropout = Some((0.2f32, 9u64));
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 40), &dev)?)?;
+        let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 40), &dev)?)?;
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (33, 4), &dev)?)?;
+        let fused = lora_linear_bf16(x.as_tensor(), &frozen, Some(&bias), &a, &b, 0.5, dropout)?;
+        let xd = apply_dropout(x.as_tensor(), dropout)?;
+        let composed = (x
+            .as_tensor()
+            .broadcast_matmul(&rounded.t()?)?
+            .broadcast_add(&bias)?
+            + (xd.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)? * 0.5)?)?;
+        assert_same(&fused, &composed, &[&x, &a, &b], 0.1)?;
         Ok(())
     }
 

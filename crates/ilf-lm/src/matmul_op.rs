@@ -8,8 +8,11 @@
 //! the transposed view first and then a transposed copy of it for `w`: two weight-sized
 //! temporaries per layer, which set full fine-tuning's peak memory ([`trainable_matmul_t`]
 //! computes `dW = dyᵀ x` straight in `[out, in]`).
+use crate::bf16_matmul::{Bf16Weight, FrozenBf16};
+use crate::op_storage::contiguous_f32;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use std::sync::Arc;
 
 /// `x Wᵀ` over the last dimension of `x` (any rank), `W` an `[out, in]` tensor that is neither a
 /// `Var` nor the result of a tracked op. Gradients flow to `x` only.
@@ -20,6 +23,65 @@ pub fn frozen_matmul_t(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(FrozenMatmul {
         weight: weight.contiguous()?,
     })
+}
+
+/// `x Wᵀ` over a frozen bf16 weight (LoRA's base held as bf16, see bf16_matmul.rs): the forward
+/// and the input gradient `dy W` both run on the bf16 kernel. CPU only.
+pub fn frozen_bf16_matmul_t(x: &Tensor, weight: &Arc<FrozenBf16>) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(FrozenBf16Matmul {
+        weight: weight.clone(),
+    })
+}
+
+/// `x Wᵀ` for `x` of any rank through a bf16 weight, on plain CPU tensors (no graph).
+pub(crate) fn bf16_matmul_values(x: &Tensor, w: &Bf16Weight) -> Result<Tensor> {
+    let x = x.detach().contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("bf16 matmul: the input must be on the CPU");
+    };
+    let (y, shape) = bf16_forward(cpu, layout, w)?;
+    Tensor::from_vec(y, shape, &candle_core::Device::Cpu)
+}
+
+fn bf16_forward(x: &CpuStorage, layout: &Layout, w: &Bf16Weight) -> Result<(Vec<f32>, Shape)> {
+    let dims = layout.dims();
+    let k = *dims.last().unwrap_or(&0);
+    if k != w.cols() {
+        candle_core::bail!(
+            "matmul: input has {k} features, the weight expects {}",
+            w.cols()
+        );
+    }
+    let values = contiguous_f32(x, layout, "bf16 matmul")?;
+    let y = w.matmul_t(values, values.len() / k.max(1));
+    let mut out = dims.to_vec();
+    if let Some(last) = out.last_mut() {
+        *last = w.rows();
+    }
+    Ok((y, Shape::from(out)))
+}
+
+struct FrozenBf16Matmul {
+    weight: Arc<FrozenBf16>,
+}
+
+impl CustomOp1 for FrozenBf16Matmul {
+    fn name(&self) -> &'static str {
+        "frozen-bf16-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, shape) = bf16_forward(storage, layout, &self.weight.w)?;
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        // dx = dy W = dy (Wᵀ)ᵀ: a matmul_t over the transposed copy.
+        Ok(Some(
+            bf16_matmul_values(grad_res, &self.weight.wt)?.reshape(arg.shape())?,
+        ))
+    }
 }
 
 /// `x Wᵀ` with `W` (`[out, in]`) a `Var`: gradients for both, `dW` built in `W`'s layout.
@@ -174,6 +236,20 @@ mod tests {
         // A Var's gradient must not hold the forward graph (it would stay alive while
         // gradients accumulate over micro-batches).
         assert!(!grads.get(&w).unwrap().track_op());
+        Ok(())
+    }
+
+    #[test]
+    fn the_bf16_op_equals_the_plain_matmul_over_the_rounded_weight() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (37, 45), &dev)?;
+        let frozen = Arc::new(FrozenBf16::from_f32(&w.flatten_all()?.to_vec1()?, 37, 45));
+        let rounded = Tensor::from_vec(frozen.w.to_f32(), (37, 45), &dev)?;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 5, 45), &dev)?)?;
+        let ours = frozen_bf16_matmul_t(x.as_tensor(), &frozen)?;
+        let plain = x.as_tensor().broadcast_matmul(&rounded.t()?)?;
+        // bf16 activations (AVX512-BF16) round each input to 8 significant bits.
+        assert_same(&ours, &plain, &[&x], 0.1)?;
         Ok(())
     }
 

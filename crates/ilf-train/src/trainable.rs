@@ -30,6 +30,9 @@ pub struct Trainable {
     pub method: Method,
     /// The seed of the adapters' dropout masks; the trainer sets it per micro-batch.
     pub dropout_seed: DropoutSeed,
+    /// The frozen linear weights are bf16 (LoRA with `--base-dtype bf16`); their f32 values
+    /// are no longer in `frozen`.
+    base_bf16: bool,
 }
 
 impl Trainable {
@@ -86,6 +89,7 @@ impl Trainable {
                     frozen: HashMap::new(),
                     method: Method::Full,
                     dropout_seed: DropoutSeed::default(),
+                    base_bf16: false,
                 })
             }
             Method::Lora(ref options) => {
@@ -107,14 +111,53 @@ impl Trainable {
                     frozen: weights,
                     method,
                     dropout_seed,
+                    base_bf16: false,
                 })
             }
         }
     }
 
+    /// LoRA only: holds every frozen linear layer (the adapters' bases and the output
+    /// projection) as bf16 in both orientations and drops their f32 copies, so memory stays
+    /// that of the f32 base while the forward and backward run on the bf16 kernel.
+    pub fn freeze_base_to_bf16(&mut self) -> Result<()> {
+        if !matches!(self.method, Method::Lora(_)) {
+            bail!("a bf16 base is for LoRA: full fine-tuning trains the weights themselves");
+        }
+        for (module, linear) in self.model.linears_mut() {
+            linear.freeze_to_bf16()?;
+            // Dropped layer by layer, so f32 and bf16 copies of the whole model never coexist.
+            self.frozen.remove(&format!("{module}.weight"));
+        }
+        self.base_bf16 = true;
+        Ok(())
+    }
+
+    /// Whether the frozen base is held as bf16 (see [`Self::freeze_base_to_bf16`]).
+    pub fn base_is_bf16(&self) -> bool {
+        self.base_bf16
+    }
+
+    /// [`Self::merged_tensors`], reloading the f32 base from `base_spec` when the model holds it
+    /// as bf16: merges add the adapters to the checkpoint's exact weights, not to their bf16
+    /// rounding.
+    pub fn merged_tensors_for(&self, base_spec: &str) -> Result<Vec<(String, Tensor)>> {
+        if !self.base_bf16 {
+            return self.merged_tensors();
+        }
+        let (_, base, _) = ilf_lm::load_f32_weights(base_spec)
+            .with_context(|| format!("reloading the f32 base {base_spec} to merge the adapters"))?;
+        self.merged_over(Some(&base))
+    }
+
     /// Every tensor of the trained model by Hugging Face name, in the architecture's order, LoRA
     /// merged in: what the Hugging Face and GGUF exports write.
     pub fn merged_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        self.merged_over(None)
+    }
+
+    /// The merge, with `base` supplying the f32 linear weights a bf16 model no longer holds.
+    fn merged_over(&self, base: Option<&HashMap<String, Tensor>>) -> Result<Vec<(String, Tensor)>> {
         let config = self.model.config();
         let current: HashMap<&str, Tensor> = match self.method {
             Method::Full => self
@@ -130,8 +173,24 @@ impl Trainable {
         };
         let mut merged: HashMap<String, Tensor> = HashMap::new();
         for (module, linear) in self.model.linears() {
-            if linear.lora().is_some() {
-                merged.insert(format!("{module}.weight"), lora::merged_weight(linear)?);
+            let name = format!("{module}.weight");
+            if linear.is_bf16() {
+                let Some(w) = base.and_then(|b| b.get(&name)).or_else(|| {
+                    // A tied output projection is the embedding.
+                    (module == "lm_head")
+                        .then(|| current.get("model.embed_tokens.weight"))
+                        .flatten()
+                }) else {
+                    bail!("{name} is held as bf16: merging needs the f32 base (merged_tensors_for)")
+                };
+                let w = w.to_dtype(DType::F32)?;
+                let w = match linear.lora() {
+                    None => w,
+                    Some(l) => (w + (l.b.matmul(&l.a)? * l.scale)?)?,
+                };
+                merged.insert(name, w);
+            } else if linear.lora().is_some() {
+                merged.insert(name, lora::merged_weight(linear)?);
             }
         }
         tensor_shapes(config)

@@ -213,3 +213,88 @@ fn peft_adapter_directory_loads_as_a_model() {
     let err = load(spec, &Device::Cpu, LoadMode::Inference).err().unwrap();
     assert!(format!("{err:#}").contains("IA3"), "{err:#}");
 }
+
+/// LoRA over a bf16 base (`--base-dtype bf16`) drops the f32 base from memory; its merged
+/// export reloads the f32 base, so the merged weights are the checkpoint's exact values plus
+/// the adapters, not their bf16 rounding.
+#[test]
+fn a_merged_export_over_a_bf16_base_adds_the_adapters_to_the_f32_base() {
+    use ilf_lm::bf16_matmul::Kernel;
+    use ilf_train::trainer::BaseDtype;
+    if Kernel::best() == Kernel::Scalar {
+        // `--base-dtype bf16` is refused on a CPU without AVX2 (validate() says so).
+        return;
+    }
+    let tokenizer = common::tokenizer();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::config(Architecture::Qwen2);
+    let base_weights = common::weights(&cfg, 11);
+    // The base on disk: the same weights, untrained, as a Hugging Face directory.
+    let untrained = Trainer::new(
+        &cfg,
+        base_weights.clone(),
+        &tokenizer,
+        &common::examples(),
+        TrainOptions {
+            max_len: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let base_dir = export(
+        &source(&untrained, &tokenizer),
+        ExportFormat::Hf,
+        &dir.path().join("base"),
+    )
+    .unwrap();
+    drop(untrained);
+
+    let options = TrainOptions {
+        method: lora(),
+        base_dtype: BaseDtype::Bf16,
+        lr: 1e-2,
+        epochs: 1,
+        batch: 2,
+        micro_batch: 1,
+        max_len: 64,
+        ..Default::default()
+    };
+    let mut t = Trainer::new(
+        &cfg,
+        base_weights.clone(),
+        &tokenizer,
+        &common::examples(),
+        options,
+    )
+    .unwrap();
+    while !t.is_done() {
+        t.step(&mut |_| {}).unwrap();
+    }
+    assert!(t.trainable.base_is_bf16());
+    // Without the base the merge cannot be exact, and says so.
+    assert!(t.trainable.merged_tensors().is_err());
+    let base_spec = base_dir.to_str().unwrap().to_string();
+    let src = ExportSource {
+        base_spec: &base_spec,
+        ..source(&t, &tokenizer)
+    };
+    let out = export(&src, ExportFormat::Hf, &dir.path().join("merged")).unwrap();
+    let (_, merged, _) = ilf_lm::load_f32_weights(out.to_str().unwrap()).unwrap();
+    let scale = 8.0 / 4.0;
+    for adapter in &t.trainable.adapters {
+        let name = format!("{}.weight", adapter.module);
+        let want = (&base_weights[&name]
+            + (adapter.b.as_tensor().matmul(adapter.a.as_tensor()).unwrap() * scale).unwrap())
+        .unwrap();
+        let d = common::max_diff(&want, &merged[&name]);
+        assert!(d < 1e-6, "{name}: merged differs by {d}");
+    }
+    // A trained adapter moved the weights.
+    let q = "model.layers.0.self_attn.q_proj.weight";
+    assert!(common::max_diff(&base_weights[q], &merged[q]) > 1e-4);
+    // A layer without an adapter is the base, exactly.
+    let head = "lm_head.weight";
+    if let Some(w) = base_weights.get(head) {
+        assert_eq!(common::max_diff(w, &merged[head]), 0.0);
+    }
+}

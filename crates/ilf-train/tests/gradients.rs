@@ -153,3 +153,79 @@ fn every_trainable_parameter_gets_a_nonzero_gradient() {
         }
     }
 }
+
+/// LoRA over a bf16 base (`--base-dtype bf16`): every adapter is reached, and the loss and the
+/// gradients stay within bf16's rounding of those over the f32 base.
+#[test]
+fn lora_over_a_bf16_base_follows_the_f32_base() {
+    use ilf_lm::bf16_matmul::Kernel;
+    if Kernel::best() == Kernel::Scalar {
+        return; // refused on a CPU without AVX2 (TrainOptions::validate)
+    }
+    let b = batch();
+    for arch in [Architecture::Qwen2, Architecture::Llama] {
+        let cfg = common::config(arch);
+        let lora = LoraOptions {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            ..Default::default()
+        };
+        let f32_base = Trainable::new(
+            &cfg,
+            common::weights(&cfg, 6),
+            Method::Lora(lora.clone()),
+            7,
+        )
+        .unwrap();
+        let mut bf16_base =
+            Trainable::new(&cfg, common::weights(&cfg, 6), Method::Lora(lora), 7).unwrap();
+        bf16_base.freeze_base_to_bf16().unwrap();
+        assert!(bf16_base.base_is_bf16());
+        randomize_lora_b(&f32_base);
+        randomize_lora_b(&bf16_base);
+        let (l32, lbf) = (loss(&f32_base, &b), loss(&bf16_base, &b));
+        let (v32, vbf) = (
+            l32.to_scalar::<f32>().unwrap(),
+            lbf.to_scalar::<f32>().unwrap(),
+        );
+        assert!(
+            (v32 - vbf).abs() < 0.01 * v32.abs(),
+            "{arch:?}: loss {vbf} over bf16 against {v32} over f32"
+        );
+        let (g32, gbf) = (l32.backward().unwrap(), lbf.backward().unwrap());
+        for ((name, p32), (_, pbf)) in f32_base.params.iter().zip(&bf16_base.params) {
+            let a = g32.get(p32.as_tensor()).unwrap();
+            let g = gbf
+                .get(pbf.as_tensor())
+                .unwrap_or_else(|| panic!("{arch:?}: {name} got no gradient over bf16"));
+            let scale = a
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(scale > 0.0, "{arch:?}: {name} has a zero gradient");
+            let rel = common::max_diff(a, g) / scale;
+            assert!(
+                rel < 0.05,
+                "{arch:?}: {name} gradient differs by {rel} (relative)"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bf16_base_is_only_for_lora() {
+    use ilf_train::trainer::{BaseDtype, TrainOptions};
+    let options = TrainOptions {
+        base_dtype: BaseDtype::Bf16,
+        ..Default::default()
+    };
+    let err = options.validate().unwrap_err().to_string();
+    assert!(err.contains("--lora"), "{err}");
+    let cfg = common::config(Architecture::Qwen2);
+    let mut full = Trainable::new(&cfg, common::weights(&cfg, 1), Method::Full, 0).unwrap();
+    assert!(full.freeze_base_to_bf16().is_err());
+}

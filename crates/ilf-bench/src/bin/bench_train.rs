@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use ilf_train::lora::LoraOptions;
 use ilf_train::trainable::Method;
-use ilf_train::trainer::{TrainOptions, Trainer};
+use ilf_train::trainer::{BaseDtype, TrainOptions, Trainer};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,8 +42,9 @@ struct Args {
     micro_batch: usize,
     #[arg(long, default_value_t = 512)]
     max_len: usize,
-    /// Modes, comma-separated: full, lora.
-    #[arg(long, default_value = "full,lora")]
+    /// Modes, comma-separated: full, lora, lora-bf16 (LoRA over a bf16 base: ilf's
+    /// `--base-dtype bf16`, PyTorch's model loaded in bfloat16 with PEFT's f32 adapters).
+    #[arg(long, default_value = "full,lora,lora-bf16")]
     modes: String,
     /// Engines, comma-separated: ours, torch.
     #[arg(long, default_value = "ours,torch")]
@@ -113,11 +114,17 @@ fn run_ours(args: &Args, mode: &str, data: &Path) -> Result<Measure> {
     let examples = ilf_train::data::load_examples(data)?;
     let method = match mode {
         "full" => Method::Full,
-        "lora" => Method::Lora(lora()),
-        other => bail!("unknown mode {other}"),
+        "lora" | "lora-bf16" => Method::Lora(lora()),
+        other => bail!("unknown mode {other} (full, lora, lora-bf16)"),
+    };
+    let base_dtype = if mode == "lora-bf16" {
+        BaseDtype::Bf16
+    } else {
+        BaseDtype::F32
     };
     let options = TrainOptions {
         method,
+        base_dtype,
         lr: LR,
         epochs: 1,
         batch: args.batch,
@@ -166,6 +173,10 @@ fn run_torch(args: &Args, mode: &str, data: &Path) -> Result<Measure> {
     let python = ilf_bench::torch_venv()?;
     let script = ilf_bench::peers_dir().join("train_torch.py");
     let targets = lora().targets.join(",");
+    let (mode, dtype) = match mode {
+        "lora-bf16" => ("lora", "bf16"),
+        m => (m, "f32"),
+    };
     let out = Command::new(&python)
         .arg(&script)
         .arg("--gguf")
@@ -194,6 +205,7 @@ fn run_torch(args: &Args, mode: &str, data: &Path) -> Result<Measure> {
             &lora().alpha.to_string(),
         ])
         .args(["--dropout", &lora().dropout.to_string()])
+        .args(["--base-dtype", dtype])
         .output()
         .with_context(|| format!("running {}", script.display()))?;
     parse_result("torch", &out)
@@ -254,7 +266,7 @@ fn main() -> Result<()> {
         args.max_len
     );
     println!(
-        "{:<6} {:<6} {:>6} {:>8} {:>9} {:>10} {:>12} {:>10}",
+        "{:<9} {:<6} {:>6} {:>8} {:>9} {:>10} {:>12} {:>10}",
         "mode", "engine", "steps", "tokens", "seconds", "tokens/s", "peak MB", "loss"
     );
     for mode in args.modes.split(',') {
@@ -266,7 +278,7 @@ fn main() -> Result<()> {
                 other => bail!("unknown engine {other} (ours, torch)"),
             };
             println!(
-                "{:<6} {:<6} {:>6} {:>8} {:>9.1} {:>10.2} {:>12.0} {:>10.4}",
+                "{:<9} {:<6} {:>6} {:>8} {:>9.1} {:>10.2} {:>12.0} {:>10.4}",
                 m.mode,
                 m.engine,
                 m.steps,

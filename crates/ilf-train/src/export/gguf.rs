@@ -37,7 +37,7 @@ pub fn write(source: &ExportSource, path: &Path, tensor_type: TensorType) -> Res
     let config = source.trainable.model.config();
     let metadata = metadata(source, config, tensor_type)?;
     let mut tensors = Vec::new();
-    for (hf, t) in source.trainable.merged_tensors()? {
+    for (hf, t) in source.trainable.merged_tensors_for(source.base_spec)? {
         let t = to_gguf_layout(config, &hf, t)?;
         let dtype = match (tensor_type, t.rank()) {
             (TensorType::F16, 2) => GgmlDType::F16,

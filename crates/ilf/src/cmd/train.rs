@@ -8,11 +8,19 @@ use ilf_train::export::ExportFormat;
 use ilf_train::lora::{LoraOptions, DEFAULT_TARGETS};
 use ilf_train::metrics::StepMetrics;
 use ilf_train::trainable::Method;
-use ilf_train::trainer::{MicroProgress, Observer, Start, TrainOptions};
+use ilf_train::trainer::{BaseDtype, MicroProgress, Observer, Start, TrainOptions};
 use ilf_train::{TrainJob, TrainReport};
 use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::time::Instant;
+
+fn parse_base_dtype(s: &str) -> Result<BaseDtype, String> {
+    match s {
+        "f32" => Ok(BaseDtype::F32),
+        "bf16" => Ok(BaseDtype::Bf16),
+        other => Err(format!("unknown base dtype {other:?} (f32 or bf16)")),
+    }
+}
 
 /// Fine-tune a model on prompt/completion JSONL with loss on the completion only.
 ///
@@ -34,6 +42,10 @@ pub struct TrainArgs {
     /// Train LoRA adapters instead of every weight.
     #[arg(long, env = "ILF_TRAIN_LORA", value_parser = clap::builder::FalseyValueParser::new())]
     pub lora: bool,
+    /// LoRA only: hold the frozen base as bf16 (f32 or bf16). Forward and backward through it
+    /// run on ilf's bf16 kernel, at the memory of the f32 base; adapters and optimizer stay f32.
+    #[arg(long, env = "ILF_TRAIN_BASE_DTYPE", default_value = "f32", value_parser = parse_base_dtype)]
+    pub base_dtype: BaseDtype,
     /// LoRA rank.
     #[arg(long, env = "ILF_TRAIN_RANK", default_value_t = 16)]
     pub rank: usize,
@@ -130,6 +142,7 @@ impl TrainArgs {
                 max_len: self.max_len,
                 seed: self.seed,
                 eos_token: self.eos_token,
+                base_dtype: self.base_dtype,
             },
             resume: self.resume,
             save_every: self.save_every,

@@ -17,18 +17,31 @@ use std::sync::Arc;
 /// `drop(x)`'s mask as multipliers (`0` or `1/(1-p)`), element `i` drawn from
 /// `splitmix64(seed ⊕ i)`: counter-based, so any element can be regenerated without a stream.
 pub fn dropout_mask(seed: u64, n: usize, p: f32) -> Vec<f32> {
+    use rayon::prelude::*;
     let keep = 1.0 / (1.0 - p);
-    (0..n as u64)
-        .map(|i| {
-            let u = (splitmix64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 40) as f32
-                / (1u64 << 24) as f32;
-            if u < p {
-                0.0
-            } else {
-                keep
+    let mut mask = vec![0f32; n];
+    // Each element depends only on its index, so the parallel fill is deterministic.
+    mask.par_chunks_mut(1 << 14)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let start = (c << 14) as u64;
+            for (j, m) in chunk.iter_mut().enumerate() {
+                let i = start + j as u64;
+                let u = (splitmix64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 40) as f32
+                    / (1u64 << 24) as f32;
+                *m = if u < p { 0.0 } else { keep };
             }
+        });
+    mask
+}
+
+/// The seeded mask as a tensor shaped like `x` (`None` when dropout is off).
+fn mask_like(x: &Tensor, dropout: Option<(f32, u64)>) -> Result<Option<Tensor>> {
+    dropout
+        .map(|(p, seed)| {
+            Tensor::from_vec(dropout_mask(seed, x.elem_count(), p), x.shape(), x.device())
         })
-        .collect()
+        .transpose()
 }
 
 fn splitmix64(mut z: u64) -> u64 {
@@ -192,13 +205,15 @@ impl CustomOp3 for LoraLinear {
         let (x, a, b) = (&x.detach(), &a.detach(), &b.detach());
         let g = rows(grad)?;
         let x2 = rows(x)?;
-        let xd = apply_dropout(&x2, self.dropout)?;
-        let gb = (g.matmul(b)? * self.scale)?; // [m, r]
-        let through_adapter = gb.matmul(a)?; // [m, in]
-        let through_adapter = match self.dropout {
-            None => through_adapter,
-            Some(_) => apply_dropout(&through_adapter, self.dropout)?,
+        // One mask for both uses (the same seed gives the forward's mask).
+        let mask = mask_like(&x2, self.dropout)?;
+        let drop = |t: Tensor| match &mask {
+            None => Ok(t),
+            Some(m) => t.mul(m),
         };
+        let xd = drop(x2.clone())?;
+        let gb = (g.matmul(b)? * self.scale)?; // [m, r]
+        let through_adapter = drop(gb.matmul(a)?)?; // [m, in]
         let dx = (self.base.input_grad(&g)? + through_adapter)?.reshape(x.shape())?;
         let da = gb.t()?.matmul(&xd)?;
         let h = (xd.matmul(&a.t()?)? * self.scale)?;

@@ -354,15 +354,22 @@ mod x86 {
                     ptr: out.ptr.add(i * out.row_stride + r),
                     row_stride: out.row_stride,
                 };
+                // The first pass over a weight tile also prefetches the next tile into L2, so
+                // its stream from memory overlaps this tile's arithmetic.
+                let pf = if i == 0 && r + nr < rows {
+                    wp.add((r + nr) * stride)
+                } else {
+                    std::ptr::null()
+                };
                 match (nr, ni) {
-                    (4, 4) => tile_bf16::<4, 4>(wt, xt, stride, ot),
-                    (4, 3) => tile_bf16::<4, 3>(wt, xt, stride, ot),
-                    (4, 2) => tile_bf16::<4, 2>(wt, xt, stride, ot),
-                    (4, 1) => tile_bf16::<4, 1>(wt, xt, stride, ot),
-                    (_, 4) => tile_bf16::<1, 4>(wt, xt, stride, ot),
-                    (_, 3) => tile_bf16::<1, 3>(wt, xt, stride, ot),
-                    (_, 2) => tile_bf16::<1, 2>(wt, xt, stride, ot),
-                    _ => tile_bf16::<1, 1>(wt, xt, stride, ot),
+                    (4, 4) => tile_bf16::<4, 4>(wt, xt, stride, ot, pf),
+                    (4, 3) => tile_bf16::<4, 3>(wt, xt, stride, ot, pf),
+                    (4, 2) => tile_bf16::<4, 2>(wt, xt, stride, ot, pf),
+                    (4, 1) => tile_bf16::<4, 1>(wt, xt, stride, ot, pf),
+                    (_, 4) => tile_bf16::<1, 4>(wt, xt, stride, ot, pf),
+                    (_, 3) => tile_bf16::<1, 3>(wt, xt, stride, ot, pf),
+                    (_, 2) => tile_bf16::<1, 2>(wt, xt, stride, ot, pf),
+                    _ => tile_bf16::<1, 1>(wt, xt, stride, ot, pf),
                 }
                 i += ni;
             }
@@ -380,10 +387,19 @@ mod x86 {
         x: *const u16,
         stride: usize,
         out: Out,
+        prefetch: *const u16,
     ) {
         let mut acc = [[_mm512_setzero_ps(); NI]; NR];
         let mut c = 0;
         while c < stride {
+            if !prefetch.is_null() {
+                // One 64-byte line per row per chunk: the chunk's 32 bf16.
+                for r in 0..R {
+                    // `wrapping_add`: the next tile may have fewer than R rows, and a prefetch
+                    // past the end never faults.
+                    _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(r * stride + c) as *const i8);
+                }
+            }
             let mut wv = [_mm512_setzero_si512(); NR];
             for (r, v) in wv.iter_mut().enumerate() {
                 *v = _mm512_loadu_si512(w.add(r * stride + c) as *const _);

@@ -9,6 +9,7 @@
 //! - [`fetch`] and [`registry`]: models that arrive as PyPI part packages.
 
 pub mod bf16_matmul;
+pub mod decode_attention;
 pub mod device;
 pub mod fetch;
 pub mod linear;

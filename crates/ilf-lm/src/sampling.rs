@@ -239,6 +239,8 @@ struct Row {
     rng: ChaCha8Rng,
     tokens: Vec<u32>,
     limit: usize,
+    /// While being admitted: which fresh prefill holds its prompt's K/V.
+    prefill: Option<usize>,
 }
 
 impl LocalGenerator<'_> {
@@ -261,87 +263,72 @@ impl LocalGenerator<'_> {
             .collect()
     }
 
-    /// Splits the work into batches of at most `batch_size` rows, keeping each request's samples
-    /// together where they fit.
-    fn plan(&self, requests: &[GenRequest]) -> Vec<Vec<(usize, Vec<usize>)>> {
-        let cap = self.batch_size.max(1);
-        let mut groups = Vec::new();
-        let mut current: Vec<(usize, Vec<usize>)> = Vec::new();
-        let mut rows = 0;
-        for (r, req) in requests.iter().enumerate() {
-            let mut rest: &[usize] = &req.samples;
-            while !rest.is_empty() {
-                if rows == cap {
-                    groups.push(std::mem::take(&mut current));
-                    rows = 0;
-                }
-                let take = rest.len().min(cap - rows);
-                current.push((r, rest[..take].to_vec()));
-                rows += take;
-                rest = &rest[take..];
-            }
-        }
-        if !current.is_empty() {
-            groups.push(current);
-        }
-        groups
-    }
-
-    fn run_group(
+    /// Prefills each admitted request's prompt once, draws the first token of each of its
+    /// samples, and returns the new rows with the single-row caches they read from.
+    fn admit(
         &self,
         requests: &[GenRequest],
         prompts: &[Vec<u32>],
-        group: &[(usize, Vec<usize>)],
-        stop: &dyn StopRule,
-        on_done: &mut dyn FnMut(Generation) -> Result<()>,
-    ) -> Result<()> {
+        admitted: &[(usize, Vec<usize>)],
+    ) -> Result<(Vec<Row>, Vec<KvCache>)> {
         let cfg = self.model.config();
         let device = self.model.device();
         let ctx = cfg.max_position_embeddings;
-        let longest = group
-            .iter()
-            .map(|(r, _)| prompts[*r].len())
-            .max()
-            .unwrap_or(0);
-        let mut prefills = Vec::with_capacity(group.len());
-        let mut first_logits = Vec::with_capacity(group.len());
-        for (r, _) in group {
+        let mut rows = Vec::new();
+        let mut prefills = Vec::with_capacity(admitted.len());
+        for (r, samples) in admitted {
             let ids = &prompts[*r];
             let mut cache = KvCache::new(cfg, 1, ids.len(), device)?;
             let input = Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?;
             let logits = self
                 .model
                 .forward_with_cache(&input, &mut cache)
-                .with_context(|| format!("prefilling request {r}"))?;
-            first_logits.push(logits.squeeze(0)?.to_vec1::<f32>()?);
-            prefills.push(cache);
-        }
-        let mut rows = Vec::new();
-        for (g, (r, samples)) in group.iter().enumerate() {
+                .with_context(|| format!("prefilling request {r}"))?
+                .squeeze(0)?
+                .to_vec1::<f32>()?;
             let req = &requests[*r];
-            let limit = req.params.max_tokens.min(ctx - prompts[*r].len());
+            let limit = req.params.max_tokens.min(ctx - ids.len());
             for &s in samples {
                 let mut rng = sample_rng(req.seed, s);
-                let first = sample_token(&first_logits[g], &req.params, &mut rng);
+                let first = sample_token(&logits, &req.params, &mut rng);
                 rows.push(Row {
                     request: *r,
                     sample: s,
                     rng,
                     tokens: vec![first],
                     limit,
+                    prefill: Some(prefills.len()),
                 });
             }
+            prefills.push(cache);
         }
-        let max_new = rows.iter().map(|r| r.limit).max().unwrap_or(0);
-        let parts: Vec<(&KvCache, usize)> = prefills
+        Ok((rows, prefills))
+    }
+
+    /// Continuous batching: up to `batch_size` rows decode together; as rows finish, queued
+    /// samples take their places (their prompts prefilled, then merged into the running cache
+    /// with [`KvCache::gather`]), so a few long samples no longer hold a mostly empty batch.
+    fn run(
+        &self,
+        requests: &[GenRequest],
+        prompts: &[Vec<u32>],
+        stop: &dyn StopRule,
+        on_done: &mut dyn FnMut(Generation) -> Result<()>,
+    ) -> Result<()> {
+        let device = self.model.device();
+        let cap = self.batch_size.max(1);
+        // Merging copies the whole cache, so wait until a quarter of the batch is free.
+        let refill_at = (cap / 4).max(1);
+        let mut queue: std::collections::VecDeque<(usize, Vec<usize>)> = requests
             .iter()
-            .zip(group)
-            .map(|(c, (_, s))| (c, s.len()))
+            .enumerate()
+            .filter(|(_, req)| !req.samples.is_empty())
+            .map(|(r, req)| (r, req.samples.clone()))
             .collect();
-        let mut cache = KvCache::from_prefixes(&parts, longest + max_new)?;
-        drop(prefills);
+        let mut rows: Vec<Row> = Vec::new();
+        let mut cache: Option<KvCache> = None;
         loop {
-            // Retire finished rows, then decode one step for the rest.
+            // Retire finished rows.
             let mut keep = Vec::with_capacity(rows.len());
             let mut finished = Vec::new();
             for (i, row) in rows.iter().enumerate() {
@@ -353,17 +340,67 @@ impl LocalGenerator<'_> {
             for g in finished {
                 on_done(g)?;
             }
-            if keep.is_empty() {
-                return Ok(());
-            }
             if keep.len() != rows.len() {
-                cache.select_rows(&keep)?;
+                if let Some(c) = cache.as_mut() {
+                    if !keep.is_empty() {
+                        c.select_rows(&keep)?;
+                    }
+                }
                 let mut old: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
                 rows = keep
                     .iter()
                     .map(|&i| old[i].take().expect("each kept row once"))
                     .collect();
             }
+            // Admit queued samples into the free places, a request's samples together where
+            // they fit (they share one prefill).
+            let free = cap - rows.len();
+            if !queue.is_empty() && (rows.is_empty() || free >= refill_at) {
+                let mut admitted: Vec<(usize, Vec<usize>)> = Vec::new();
+                let mut taken = 0;
+                while taken < free {
+                    let Some((r, samples)) = queue.pop_front() else {
+                        break;
+                    };
+                    let n = samples.len().min(free - taken);
+                    if n < samples.len() {
+                        queue.push_front((r, samples[n..].to_vec()));
+                    }
+                    admitted.push((r, samples[..n].to_vec()));
+                    taken += n;
+                }
+                let (new_rows, prefills) = self.admit(requests, prompts, &admitted)?;
+                let mut sources: Vec<(&KvCache, usize)> = Vec::with_capacity(cap);
+                if let Some(c) = cache.as_ref().filter(|_| !rows.is_empty()) {
+                    sources.extend((0..rows.len()).map(|i| (c, i)));
+                }
+                sources.extend(
+                    new_rows
+                        .iter()
+                        .map(|row| (&prefills[row.prefill.expect("a new row")], 0)),
+                );
+                let content = |(c, r): &(&KvCache, usize)| c.len() - c.pad(*r);
+                let longest = sources.iter().map(content).max().unwrap_or(0);
+                let to_go = rows
+                    .iter()
+                    .chain(&new_rows)
+                    .map(|row| row.limit.saturating_sub(row.tokens.len()))
+                    .max()
+                    .unwrap_or(0);
+                let merged = KvCache::gather(&sources, longest + to_go)?;
+                drop(sources);
+                cache = Some(merged);
+                rows.extend(new_rows.into_iter().map(|row| Row {
+                    prefill: None,
+                    ..row
+                }));
+                // The first tokens drawn from the prefill may already end some rows.
+                continue;
+            }
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let cache = cache.as_mut().expect("running rows have a cache");
             let last: Vec<u32> = rows
                 .iter()
                 .map(|r| *r.tokens.last().expect("rows start with a token"))
@@ -371,7 +408,7 @@ impl LocalGenerator<'_> {
             let input = Tensor::from_vec(last, (rows.len(), 1), device)?;
             let logits = self
                 .model
-                .forward_with_cache(&input, &mut cache)?
+                .forward_with_cache(&input, cache)?
                 .to_vec2::<f32>()?;
             rows.par_iter_mut()
                 .zip(logits.par_iter())
@@ -424,10 +461,7 @@ impl Generator for LocalGenerator<'_> {
         on_done: &mut dyn FnMut(Generation) -> Result<()>,
     ) -> Result<()> {
         let prompts = self.encode_prompts(requests)?;
-        for group in self.plan(requests) {
-            self.run_group(requests, &prompts, &group, stop, on_done)?;
-        }
-        Ok(())
+        self.run(requests, &prompts, stop, on_done)
     }
 }
 

@@ -163,6 +163,8 @@ struct Step<'a> {
     /// The same mask on the host when it is shared by the batch (`[t, keys]`), for the
     /// training path's softmax op; built once per forward pass, not per layer.
     mask_host: Option<&'a std::sync::Arc<[f32]>>,
+    /// Decoding with a cache: each row's left padding (see decode_attention.rs).
+    pads: Option<&'a [usize]>,
     train: bool,
     fused: bool,
 }
@@ -184,11 +186,30 @@ impl Attention {
         let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
         let q = step.rope.apply(&q, step.positions, step.fused)?;
         let k = step.rope.apply(&k, step.positions, step.fused)?;
+        let scale = 1.0 / (hd as f64).sqrt();
         let (k, v) = match cache {
             None => (k, v),
             Some((layer, offset)) => {
                 layer.k.slice_set(&k.contiguous()?, 2, offset)?;
                 layer.v.slice_set(&v, 2, offset)?;
+                if let (1, Some(pads), true) = (
+                    t,
+                    step.pads,
+                    layer.k.device().is_cpu() && layer.k.dtype() == DType::F32,
+                ) {
+                    // One new token per row: row by row over its own positions, so a row's
+                    // result does not depend on the others' padding.
+                    let y = crate::decode_attention::decode_attention(
+                        &q,
+                        &layer.k,
+                        &layer.v,
+                        pads,
+                        offset + 1,
+                        scale as f32,
+                    )?;
+                    let y = y.transpose(1, 2)?.reshape((b, 1, nh * hd))?;
+                    return self.o_proj.forward_t(&y, step.train);
+                }
                 (
                     layer.k.narrow(2, 0, offset + t)?,
                     layer.v.narrow(2, 0, offset + t)?,
@@ -198,7 +219,6 @@ impl Attention {
         let keys = k.dim(2)?;
         let rep = nh / nkv;
         let q = q.reshape((b, nkv, rep * t, hd))?;
-        let scale = 1.0 / (hd as f64).sqrt();
         let raw = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, keys))?;
         let probs = if step.fused {
             candle_nn::ops::softmax_last_dim(&(raw * scale)?.broadcast_add(step.mask)?)?
@@ -339,6 +359,11 @@ impl KvCache {
         self.pads.len()
     }
 
+    /// The left padding of `row` (its first `pad` positions hold nothing).
+    pub fn pad(&self, row: usize) -> usize {
+        self.pads[row]
+    }
+
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -391,6 +416,53 @@ impl KvCache {
                 // `cat` away from dim 0 can return a strided view; the cache is written in place.
                 Tensor::cat(&[&t, &tail], 2)?.contiguous()
             });
+            layers.push(LayerCache { k: k?, v: v? });
+        }
+        Ok(Self {
+            layers,
+            len: longest,
+            pads,
+            capacity,
+        })
+    }
+
+    /// A batch cache from rows of other caches: each `(cache, row)` keeps its content (the
+    /// positions after its padding) and RoPE positions, right-aligned so that every row ends at
+    /// the new length (the longest content); room up to `capacity`. Continuous batching uses it
+    /// to merge running rows with newly prefilled prompts.
+    pub fn gather(rows: &[(&KvCache, usize)], capacity: usize) -> Result<Self> {
+        let Some((first, _)) = rows.first() else {
+            candle_core::bail!("KvCache::gather needs at least one row")
+        };
+        let content = |c: &KvCache, r: usize| c.len - c.pads[r];
+        let longest = rows.iter().map(|(c, r)| content(c, *r)).max().unwrap_or(0);
+        if longest > capacity {
+            candle_core::bail!("a row of {longest} positions exceeds the capacity {capacity}")
+        }
+        for (c, r) in rows {
+            if c.layers.len() != first.layers.len() || *r >= c.batch() {
+                candle_core::bail!("KvCache::gather: row {r} is not in a cache of this model")
+            }
+        }
+        let pads = rows.iter().map(|(c, r)| longest - content(c, *r)).collect();
+        let mut layers = Vec::with_capacity(first.layers.len());
+        for l in 0..first.layers.len() {
+            let mut kv = [
+                Vec::with_capacity(rows.len()),
+                Vec::with_capacity(rows.len()),
+            ];
+            for (c, r) in rows {
+                let n = content(c, *r);
+                for (which, src) in [&c.layers[l].k, &c.layers[l].v].into_iter().enumerate() {
+                    let (_, h, _, d) = src.dims4()?;
+                    let body = src.narrow(0, *r, 1)?.narrow(2, c.pads[*r], n)?;
+                    let front = Tensor::zeros((1, h, longest - n, d), DType::F32, src.device())?;
+                    let back =
+                        Tensor::zeros((1, h, capacity - longest, d), DType::F32, src.device())?;
+                    kv[which].push(Tensor::cat(&[&front, &body, &back], 2)?);
+                }
+            }
+            let [k, v] = kv.map(|parts| Tensor::cat(&parts, 0)?.contiguous());
             layers.push(LayerCache { k: k?, v: v? });
         }
         Ok(Self {
@@ -603,6 +675,7 @@ impl Model {
             positions: None,
             mask: &mask,
             mask_host: Some(&mask_host),
+            pads: None,
             train,
             fused: false,
         };
@@ -636,6 +709,7 @@ impl Model {
             positions: Some(&positions),
             mask: &mask,
             mask_host: None,
+            pads: Some(&cache.pads),
             train: false,
             fused: true,
         };

@@ -56,13 +56,14 @@ pub enum BaseDtype {
     #[default]
     F32,
     /// bf16 in both orientations, forward and input gradient on ilf's bf16 kernel (on a CPU
-    /// with AVX2 or AVX512-BF16): the same memory as f32, the precision the model was trained
-    /// in, and on AVX512-BF16 twice f32's multiply-add rate. Adapters and optimizer stay f32.
+    /// with AVX2 or AVX512-BF16; elsewhere the base stays f32, with a warning): the same memory
+    /// as f32, the precision the model was trained in, and on AVX512-BF16 twice f32's
+    /// multiply-add rate. Adapters and optimizer stay f32.
     Bf16,
 }
 
 impl BaseDtype {
-    fn is_f32(&self) -> bool {
+    pub fn is_f32(&self) -> bool {
         *self == BaseDtype::F32
     }
 }
@@ -111,19 +112,11 @@ impl TrainOptions {
                 self.max_len
             ));
         }
-        if self.base_dtype == BaseDtype::Bf16 {
-            if !matches!(self.method, Method::Lora(_)) {
-                return bad(
-                    "--base-dtype bf16 needs --lora: full fine-tuning trains every weight in f32"
-                        .into(),
-                );
-            }
-            if ilf_lm::bf16_matmul::Kernel::best() == ilf_lm::bf16_matmul::Kernel::Scalar {
-                return bad(
-                    "--base-dtype bf16 needs a CPU with AVX2 (this one has only the portable kernel, slower than f32)"
-                        .into(),
-                );
-            }
+        if self.base_dtype == BaseDtype::Bf16 && !matches!(self.method, Method::Lora(_)) {
+            return bad(
+                "--base-dtype bf16 needs --lora: full fine-tuning trains every weight in f32"
+                    .into(),
+            );
         }
         if self.max_grad_norm.is_nan() || self.max_grad_norm <= 0.0 {
             return bad(format!(
@@ -169,7 +162,14 @@ impl Trainer {
         let fingerprint = fingerprint(config, &sequences, &options)?;
         let mut trainable = Trainable::new(config, weights, options.method.clone(), options.seed)?;
         if options.base_dtype == BaseDtype::Bf16 {
-            trainable.freeze_base_to_bf16()?;
+            if ilf_lm::bf16_matmul::Kernel::best() == ilf_lm::bf16_matmul::Kernel::Scalar {
+                // Only the portable kernel here (no AVX2): slower than f32, so keep f32.
+                tracing::warn!(
+                    "--base-dtype bf16: this CPU has no bf16 kernel; the base stays f32"
+                );
+            } else {
+                trainable.freeze_base_to_bf16()?;
+            }
         }
         let optimizer = AdamW::new(trainable.params.clone(), options.adamw)?;
         let plan = StepPlan::new(

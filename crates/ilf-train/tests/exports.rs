@@ -222,7 +222,7 @@ fn a_merged_export_over_a_bf16_base_adds_the_adapters_to_the_f32_base() {
     use ilf_lm::bf16_matmul::Kernel;
     use ilf_train::trainer::BaseDtype;
     if Kernel::best() == Kernel::Scalar {
-        // `--base-dtype bf16` is refused on a CPU without AVX2 (validate() says so).
+        // Without AVX2 `--base-dtype bf16` keeps the base f32 (with a warning).
         return;
     }
     let tokenizer = common::tokenizer();

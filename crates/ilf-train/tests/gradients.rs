@@ -160,7 +160,7 @@ fn every_trainable_parameter_gets_a_nonzero_gradient() {
 fn lora_over_a_bf16_base_follows_the_f32_base() {
     use ilf_lm::bf16_matmul::Kernel;
     if Kernel::best() == Kernel::Scalar {
-        return; // refused on a CPU without AVX2 (TrainOptions::validate)
+        return; // without AVX2 the trainer keeps the base f32
     }
     let b = batch();
     for arch in [Architecture::Qwen2, Architecture::Llama] {

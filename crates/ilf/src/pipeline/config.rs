@@ -11,6 +11,7 @@ use ilf_data::split::{parse_task_ids, Split};
 use ilf_lm::sampling::SamplingParams;
 use ilf_train::lora::{LoraOptions, DEFAULT_TARGETS};
 use ilf_train::trainable::Method;
+use ilf_train::trainer::BaseDtype;
 use ilf_train::trainer::TrainOptions;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -179,6 +180,10 @@ pub struct TrainConfig {
     pub max_len: usize,
     /// Checkpoint every this many optimizer steps (and after the last).
     pub save_every: usize,
+    /// LoRA only: the frozen base as f32 or bf16 (`ilf train --base-dtype`); left out when f32,
+    /// like an unset key.
+    #[serde(default, skip_serializing_if = "BaseDtype::is_f32")]
+    pub base_dtype: BaseDtype,
 }
 
 fn default_rank() -> usize {
@@ -220,6 +225,10 @@ impl TrainConfig {
             warmup_steps: self.warmup_steps,
             max_len: self.max_len,
             seed,
+            base_dtype: match self.method {
+                TrainMethod::Lora => self.base_dtype,
+                TrainMethod::Full => BaseDtype::F32,
+            },
             ..TrainOptions::default()
         }
     }

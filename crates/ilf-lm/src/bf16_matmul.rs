@@ -33,12 +33,32 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU runs.
+    /// The fastest kernel this CPU runs, unless `ILF_BF16_KERNEL` (`avx512bf16`, `avx2` or
+    /// `scalar`) names another one it runs: benchmarks use it to measure the AVX2 kernel on a
+    /// CPU that also has AVX512-BF16.
     pub fn best() -> Kernel {
         static BEST: OnceLock<Kernel> = OnceLock::new();
         *BEST.get_or_init(|| {
             let all = Kernel::available();
-            all[0]
+            let wanted = std::env::var("ILF_BF16_KERNEL").ok().and_then(|v| {
+                match v.to_ascii_lowercase().as_str() {
+                    "avx512bf16" => Some(Kernel::Avx512Bf16),
+                    "avx2" => Some(Kernel::Avx2),
+                    "scalar" => Some(Kernel::Scalar),
+                    _ => None,
+                }
+            });
+            match wanted {
+                Some(k) if all.contains(&k) => k,
+                Some(k) => {
+                    tracing::warn!(
+                        "ILF_BF16_KERNEL={k:?}: this CPU cannot run it; using {:?}",
+                        all[0]
+                    );
+                    all[0]
+                }
+                None => all[0],
+            }
         })
     }
 
@@ -447,11 +467,17 @@ mod x86 {
                     ptr: out.ptr.add(i * out.row_stride + r),
                     row_stride: out.row_stride,
                 };
+                // As in the AVX512-BF16 kernel: the first pass prefetches the next tile.
+                let pf = if i == 0 && r + nr < rows {
+                    wp.add((r + nr) * stride)
+                } else {
+                    std::ptr::null()
+                };
                 match (nr, ni) {
-                    (4, 2) => tile_avx2::<4, 2>(wt, xt, stride, ot),
-                    (4, _) => tile_avx2::<4, 1>(wt, xt, stride, ot),
-                    (_, 2) => tile_avx2::<1, 2>(wt, xt, stride, ot),
-                    _ => tile_avx2::<1, 1>(wt, xt, stride, ot),
+                    (4, 2) => tile_avx2::<4, 2>(wt, xt, stride, ot, pf),
+                    (4, _) => tile_avx2::<4, 1>(wt, xt, stride, ot, pf),
+                    (_, 2) => tile_avx2::<1, 2>(wt, xt, stride, ot, pf),
+                    _ => tile_avx2::<1, 1>(wt, xt, stride, ot, pf),
                 }
                 i += ni;
             }
@@ -466,10 +492,17 @@ mod x86 {
         x: *const f32,
         stride: usize,
         out: Out,
+        prefetch: *const u16,
     ) {
         let mut acc = [[_mm256_setzero_ps(); NI]; NR];
         let mut c = 0;
         while c < stride {
+            if !prefetch.is_null() && c % super::LANES == 0 {
+                // One 64-byte line (32 bf16) per row, every fourth chunk of 8.
+                for r in 0..4 {
+                    _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(r * stride + c) as *const i8);
+                }
+            }
             let mut wv = [_mm256_setzero_ps(); NR];
             for (r, v) in wv.iter_mut().enumerate() {
                 // bf16 is the high half of an f32: widen and shift.

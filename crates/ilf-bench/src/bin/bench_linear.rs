@@ -1,5 +1,6 @@
 //! One linear layer of Qwen2.5-Coder-0.5B at the row counts sampling uses: candle's f32 GEMM
-//! (the `inference` weights before bf16) against ilf's bf16 kernel, side by side, as a ratio.
+//! (the `inference` weights before bf16) against ilf's bf16 kernel, side by side, as a ratio,
+//! for every bf16 kernel this CPU runs (the AVX2 one too where AVX512-BF16 is the default).
 //!
 //! `cargo run --release -p ilf-bench --bin bench_linear [-- --iters 20]`
 
@@ -18,12 +19,13 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let kernel = Kernel::best();
-    println!("bf16 kernel: {kernel:?}");
-    println!(
-        "| shape (out × in) | rows | candle f32 ms | ilf bf16 ms | ratio | f32 GB/s | bf16 GB/s |"
-    );
-    println!("|---|---|---|---|---|---|---|");
+    let kernels: Vec<Kernel> = Kernel::available()
+        .into_iter()
+        .filter(|k| *k != Kernel::Scalar)
+        .collect();
+    println!("bf16 kernels: {kernels:?} (the first is the default)");
+    println!("| shape (out × in) | rows | kernel | candle f32 ms | ilf bf16 ms | ratio | f32 GB/s | bf16 GB/s |");
+    println!("|---|---|---|---|---|---|---|---|");
     // q_proj/o_proj, k/v_proj, gate/up, down, lm_head of the 0.5B model.
     let shapes = [
         (896, 896),
@@ -62,17 +64,19 @@ fn main() -> Result<()> {
                 std::hint::black_box(y);
                 Ok(())
             })?;
-            let bf16_ms = time(&mut || {
-                std::hint::black_box(packed.matmul_t(&x, m));
-                Ok(())
-            })?;
             let gb = |bytes: f64, ms: f64| bytes / ms / 1e6;
-            println!(
-                "| {n} × {k} | {m} | {f32_ms:.3} | {bf16_ms:.3} | {:.2}× | {:.1} | {:.1} |",
-                f32_ms / bf16_ms,
-                gb((n * k * 4) as f64, f32_ms),
-                gb((n * k * 2) as f64, bf16_ms)
-            );
+            for &kernel in &kernels {
+                let bf16_ms = time(&mut || {
+                    std::hint::black_box(packed.matmul_t_with(kernel, &x, m));
+                    Ok(())
+                })?;
+                println!(
+                    "| {n} × {k} | {m} | {kernel:?} | {f32_ms:.3} | {bf16_ms:.3} | {:.2}× | {:.1} | {:.1} |",
+                    f32_ms / bf16_ms,
+                    gb((n * k * 4) as f64, f32_ms),
+                    gb((n * k * 2) as f64, bf16_ms)
+                );
+            }
         }
     }
     Ok(())

@@ -114,18 +114,9 @@ impl Linear {
     /// bf16_matmul.rs. Sampling only: it has no backward pass.
     pub fn bf16(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
         let (out_features, in_features) = weight.dims2()?;
-        let weight = weight.to_dtype(DType::F32)?.contiguous()?;
-        // Read in place: a copy of the f32 output projection (545 MB for 0.5B) would set the
-        // load's peak memory.
-        let (storage, layout) = weight.storage_and_layout();
-        let packed = match &*storage {
-            candle_core::Storage::Cpu(cpu) => crate::bf16_matmul::Bf16Weight::from_f32(
-                crate::op_storage::contiguous_f32(cpu, layout, "Linear::bf16")?,
-                out_features,
-                in_features,
-            ),
-            _ => candle_core::bail!("Linear::bf16: the weight must be on the CPU"),
-        };
+        let packed = with_f32_values(weight, "Linear::bf16", |v| {
+            crate::bf16_matmul::Bf16Weight::from_f32(v, out_features, in_features)
+        })?;
         Ok(Self {
             weight: Weight::Bf16(Arc::new(packed)),
             bias,
@@ -145,17 +136,10 @@ impl Linear {
         if w.track_op() || !w.device().is_cpu() {
             candle_core::bail!("freeze_to_bf16: only a frozen weight on the CPU can become bf16")
         }
-        let w = w.to_dtype(DType::F32)?.contiguous()?;
-        let (storage, layout) = w.storage_and_layout();
-        let frozen = match &*storage {
-            candle_core::Storage::Cpu(cpu) => crate::bf16_matmul::FrozenBf16::from_f32(
-                crate::op_storage::contiguous_f32(cpu, layout, "freeze_to_bf16")?,
-                self.out_features,
-                self.in_features,
-            ),
-            _ => candle_core::bail!("freeze_to_bf16: the weight must be on the CPU"),
-        };
-        drop(storage);
+        let (out, inp) = (self.out_features, self.in_features);
+        let frozen = with_f32_values(w, "freeze_to_bf16", |v| {
+            crate::bf16_matmul::FrozenBf16::from_f32(v, out, inp)
+        })?;
         self.weight = Weight::FrozenBf16(Arc::new(frozen));
         Ok(())
     }
@@ -217,28 +201,22 @@ impl Linear {
 
     /// Forward with LoRA dropout active when `train` is set.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if let (Weight::Dense(w), Some(lora)) = (&self.weight, &self.lora) {
-            let frozen = !w.track_op() && self.bias.as_ref().is_none_or(|b| !b.track_op());
-            if x.track_op() && frozen && x.device().is_cpu() && x.dtype() == DType::F32 {
-                // Training LoRA over a frozen layer: one fused op (see lora_op.rs).
+        if let Some(lora) = &self.lora {
+            // Training an adapter over a frozen layer: one fused op (see lora_op.rs).
+            let frozen_bias = self.bias.as_ref().is_none_or(|b| !b.track_op());
+            let base = match &self.weight {
+                Weight::Dense(w) if !w.track_op() && x.device().is_cpu() => {
+                    Some(crate::lora_op::LoraBase::F32(w.clone()))
+                }
+                Weight::FrozenBf16(w) => Some(crate::lora_op::LoraBase::Bf16(w.clone())),
+                _ => None,
+            };
+            if let Some(base) =
+                base.filter(|_| x.track_op() && frozen_bias && x.dtype() == DType::F32)
+            {
                 return crate::lora_op::lora_linear(
                     x,
-                    w,
-                    self.bias.as_ref(),
-                    &lora.a,
-                    &lora.b,
-                    lora.scale,
-                    lora.dropout_now(train),
-                );
-            }
-        }
-        if let (Weight::FrozenBf16(w), Some(lora)) = (&self.weight, &self.lora) {
-            let frozen_bias = self.bias.as_ref().is_none_or(|b| !b.track_op());
-            if x.track_op() && frozen_bias {
-                // Training LoRA over a bf16 base: the fused op on the bf16 kernel.
-                return crate::lora_op::lora_linear_bf16(
-                    x,
-                    w,
+                    base,
                     self.bias.as_ref(),
                     &lora.a,
                     &lora.b,
@@ -252,7 +230,13 @@ impl Linear {
             Weight::FrozenBf16(w) => crate::matmul_op::bf16_matmul_values(x, &w.w)?,
             Weight::Dense(w) => matmul_t(x, w)?,
             Weight::Quantized(q) => q.forward(x)?,
-            Weight::Bf16(w) => bf16_matmul_t(x, w)?,
+            Weight::Bf16(_) if x.track_op() => {
+                // Silently stopping the gradient is the pitfall the trainer's tests guard against.
+                candle_core::bail!(
+                    "a bf16 inference weight has no backward pass: load the model for training (LoadMode::Trainable)"
+                )
+            }
+            Weight::Bf16(w) => crate::matmul_op::bf16_matmul_values(x, w)?,
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -270,28 +254,17 @@ impl Linear {
     }
 }
 
-/// `x Wᵀ` over a bf16 weight, for `x` of any rank (f32, on the CPU).
-fn bf16_matmul_t(x: &Tensor, w: &crate::bf16_matmul::Bf16Weight) -> Result<Tensor> {
-    if x.track_op() {
-        // Silently stopping the gradient is the pitfall the trainer's tests guard against.
-        candle_core::bail!(
-            "a bf16 inference weight has no backward pass: load the model for training (LoadMode::Trainable)"
-        )
+/// `f` over a CPU tensor's f32 values, read in place: a copy of the f32 output projection
+/// (545 MB for 0.5B) would set the load's peak memory.
+fn with_f32_values<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.to_dtype(DType::F32)?.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => {
+            Ok(f(crate::op_storage::contiguous_f32(cpu, layout, op)?))
+        }
+        _ => candle_core::bail!("{op}: the weight must be on the CPU"),
     }
-    if x.dim(D::Minus1)? != w.cols() {
-        candle_core::bail!(
-            "linear layer with {} inputs applied to a tensor of shape {:?}",
-            w.cols(),
-            x.shape()
-        )
-    }
-    let dims = x.dims();
-    let rows = x.elem_count() / w.cols().max(1);
-    let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let y = w.matmul_t(&values, rows);
-    let mut out_dims = dims[..dims.len() - 1].to_vec();
-    out_dims.push(w.rows());
-    Tensor::from_vec(y, out_dims, x.device())
 }
 
 /// Up to this many rows, `x Wᵀ` is computed as `(W xᵀ)ᵀ`: with few rows (decoding) the GEMM

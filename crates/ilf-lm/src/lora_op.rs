@@ -53,96 +53,74 @@ fn splitmix64(mut z: u64) -> u64 {
 
 /// `x` with dropout applied by the seeded mask, or `x` itself when `dropout` is `None`.
 pub fn apply_dropout(x: &Tensor, dropout: Option<(f32, u64)>) -> Result<Tensor> {
-    match dropout {
+    match mask_like(x, dropout)? {
         None => Ok(x.clone()),
-        Some((p, seed)) => {
-            let mask =
-                Tensor::from_vec(dropout_mask(seed, x.elem_count(), p), x.shape(), x.device())?;
-            x.mul(&mask)
-        }
+        Some(mask) => x.mul(&mask),
     }
 }
 
-/// The fused frozen-linear-plus-adapter; `x` is `[.., in]`, `a` `[r, in]`, `b` `[out, r]`.
-/// `weight` (`[out, in]`) and `bias` must be frozen. CPU and f32 only: callers fall back to the
-/// composed form elsewhere.
-pub fn lora_linear(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    a: &Tensor,
-    b: &Tensor,
-    scale: f64,
-    dropout: Option<(f32, u64)>,
-) -> Result<Tensor> {
-    x.contiguous()?.apply_op3(
-        &a.contiguous()?,
-        &b.contiguous()?,
-        LoraLinear {
-            base: Base::F32(weight.contiguous()?),
-            bias: bias.cloned(),
-            scale,
-            dropout,
-        },
-    )
-}
-
-/// [`lora_linear`] over a frozen base held as bf16 (both orientations, see bf16_matmul.rs).
-pub fn lora_linear_bf16(
-    x: &Tensor,
-    weight: &Arc<FrozenBf16>,
-    bias: Option<&Tensor>,
-    a: &Tensor,
-    b: &Tensor,
-    scale: f64,
-    dropout: Option<(f32, u64)>,
-) -> Result<Tensor> {
-    x.contiguous()?.apply_op3(
-        &a.contiguous()?,
-        &b.contiguous()?,
-        LoraLinear {
-            base: Base::Bf16(weight.clone()),
-            bias: bias.cloned(),
-            scale,
-            dropout,
-        },
-    )
-}
-
-/// The frozen weight under the adapter.
-enum Base {
-    /// `[out, in]` f32.
+/// The frozen weight under an adapter: f32 (`[out, in]`), or bf16 in both orientations (see
+/// bf16_matmul.rs).
+pub enum LoraBase {
     F32(Tensor),
     Bf16(Arc<FrozenBf16>),
 }
 
-impl Base {
+impl LoraBase {
     fn out_features(&self) -> Result<usize> {
         match self {
-            Base::F32(w) => w.dim(0),
-            Base::Bf16(w) => Ok(w.w.rows()),
+            LoraBase::F32(w) => w.dim(0),
+            LoraBase::Bf16(w) => Ok(w.w.rows()),
         }
     }
 
     /// `x Wᵀ` for `[m, in]` rows.
     fn forward(&self, x2: &Tensor) -> Result<Tensor> {
         match self {
-            Base::F32(w) => x2.matmul(&w.t()?),
-            Base::Bf16(w) => bf16_matmul_values(x2, &w.w),
+            LoraBase::F32(w) => x2.matmul(&w.t()?),
+            LoraBase::Bf16(w) => bf16_matmul_values(x2, &w.w),
         }
     }
 
     /// `dy W` for `[m, out]` rows.
     fn input_grad(&self, g: &Tensor) -> Result<Tensor> {
         match self {
-            Base::F32(w) => g.matmul(w),
-            Base::Bf16(w) => bf16_matmul_values(g, &w.wt),
+            LoraBase::F32(w) => g.matmul(w),
+            LoraBase::Bf16(w) => bf16_matmul_values(g, &w.wt),
         }
     }
 }
 
+/// The fused frozen-linear-plus-adapter; `x` is `[.., in]`, `a` `[r, in]`, `b` `[out, r]`.
+/// The base and `bias` must be frozen. CPU and f32 only: callers fall back to the composed form
+/// elsewhere.
+pub fn lora_linear(
+    x: &Tensor,
+    base: LoraBase,
+    bias: Option<&Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    dropout: Option<(f32, u64)>,
+) -> Result<Tensor> {
+    let base = match base {
+        LoraBase::F32(w) => LoraBase::F32(w.contiguous()?),
+        bf16 => bf16,
+    };
+    x.contiguous()?.apply_op3(
+        &a.contiguous()?,
+        &b.contiguous()?,
+        LoraLinear {
+            base,
+            bias: bias.cloned(),
+            scale,
+            dropout,
+        },
+    )
+}
+
 struct LoraLinear {
-    base: Base,
+    base: LoraBase,
     bias: Option<Tensor>,
     scale: f64,
     dropout: Option<(f32, u64)>,
@@ -239,7 +217,15 @@ mod tests {
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 4), &dev)?)?;
             let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4), &dev)?)?;
             let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (6, 2), &dev)?)?;
-            let fused = lora_linear(x.as_tensor(), &w, Some(&bias), &a, &b, 1.5, dropout)?;
+            let fused = lora_linear(
+                x.as_tensor(),
+                LoraBase::F32(w.clone()),
+                Some(&bias),
+                &a,
+                &b,
+                1.5,
+                dropout,
+            )?;
             let xd = apply_dropout(x.as_tensor(), dropout)?;
             let composed = (x
                 .as_tensor()
@@ -268,7 +254,15 @@ mod tests {
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 40), &dev)?)?;
         let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 40), &dev)?)?;
         let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (33, 4), &dev)?)?;
-        let fused = lora_linear_bf16(x.as_tensor(), &frozen, Some(&bias), &a, &b, 0.5, dropout)?;
+        let fused = lora_linear(
+            x.as_tensor(),
+            LoraBase::Bf16(frozen.clone()),
+            Some(&bias),
+            &a,
+            &b,
+            0.5,
+            dropout,
+        )?;
         let xd = apply_dropout(x.as_tensor(), dropout)?;
         let composed = (x
             .as_tensor()

@@ -2,6 +2,7 @@
 //! directory, and building tiny random models for tests.
 
 use crate::linear::Linear;
+use crate::models::decoder::linear_bias;
 use crate::models::{llama, Architecture, Config, Model};
 use crate::tokenizer::{self, TokenizerInfo};
 use anyhow::{bail, Context, Result};
@@ -100,9 +101,9 @@ pub fn load(spec: &str, device: &Device, mode: LoadMode) -> Result<Loaded> {
 
 /// Whether [`LoadMode::Inference`] holds linear weights as bf16 on `device`: on a CPU with a
 /// vector kernel for them (the portable one is slower than candle's f32 GEMM).
-fn bf16_weights(device: &Device, mode: LoadMode) -> bool {
+fn bf16_kernel_on(device: &Device) -> bool {
     use crate::bf16_matmul::Kernel;
-    mode == LoadMode::Inference && device.is_cpu() && Kernel::best() != Kernel::Scalar
+    device.is_cpu() && Kernel::best() != Kernel::Scalar
 }
 
 /// A bf16 linear layer (see [`LoadMode::Inference`]) from the f32 weight in `vb`.
@@ -113,14 +114,11 @@ fn bf16_linear(
     bias: bool,
     vb: &VarBuilder,
 ) -> candle_core::Result<Linear> {
-    let vb = vb.pp(name);
-    let w = vb.get((out, inp), "weight")?;
-    let b = if bias {
-        Some(vb.get(out, "bias")?)
-    } else {
-        None
-    };
-    Linear::bf16(&w, b)
+    let dense = crate::models::decoder::dense_linear(name, inp, out, bias, vb)?;
+    Linear::bf16(
+        dense.weight().expect("a dense layer"),
+        dense.bias().cloned(),
+    )
 }
 
 /// f32 weights by Hugging Face name, for the trainer's `VarMap` and for exports.
@@ -260,6 +258,32 @@ impl GgufFile {
         Ok(out)
     }
 
+    /// The rank-1 tensors (norms, biases) as f32 under their Hugging Face names: what the
+    /// inference and quantized modes keep dense while linear weights are loaded one by one.
+    fn small_tensors(&mut self, device: &Device) -> Result<HashMap<String, Tensor>> {
+        let mut names: Vec<String> = self.content.tensor_infos.keys().cloned().collect();
+        names.sort();
+        let mut out = HashMap::new();
+        for name in &names {
+            let Some(hf) = hf_name(name) else { continue };
+            if self.content.tensor_infos[name].shape.rank() == 1 {
+                let t = self.qtensor(name, device)?.dequantize(device)?;
+                out.insert(hf.clone(), self.fix_layout(&hf, t)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The GGUF tensor holding the weight of linear layer `name` (`lm_head` is the token
+    /// embedding when tied).
+    fn linear_weight_name(&self, name: &str) -> String {
+        if name == "lm_head" && self.config.tie_word_embeddings {
+            return "token_embd.weight".to_string();
+        }
+        let hf = format!("{name}.weight");
+        gguf_name(&hf).unwrap_or(hf)
+    }
+
     /// llama.cpp permutes Llama's q/k rows for its interleaved RoPE; undo that.
     fn fix_layout(&self, hf: &str, t: Tensor) -> Result<Tensor> {
         if self.config.architecture != Architecture::Llama {
@@ -376,19 +400,10 @@ fn load_gguf(path: &Path, device: &Device, mode: LoadMode) -> Result<Loaded> {
     info.eos_token_ids.dedup();
     config.eos_token_ids = info.eos_token_ids.clone();
     let model = match mode {
-        LoadMode::Inference if bf16_weights(device, mode) => {
+        LoadMode::Inference if bf16_kernel_on(device) => {
             // Each linear weight is dequantized and rounded to bf16 one at a time, so the f32
             // copy of the whole model (2 GB for 0.5B) never exists. Norms and biases: f32.
-            let mut small = HashMap::new();
-            let mut names: Vec<String> = gguf.content.tensor_infos.keys().cloned().collect();
-            names.sort();
-            for name in &names {
-                let Some(hf) = hf_name(name) else { continue };
-                if gguf.content.tensor_infos[name].shape.rank() == 1 {
-                    let t = gguf.qtensor(name, device)?.dequantize(device)?;
-                    small.insert(hf.clone(), gguf.fix_layout(&hf, t)?);
-                }
-            }
+            let mut small = gguf.small_tensors(device)?;
             // Sampling only looks rows of the embedding up: it stays quantized unless the
             // output projection shares it.
             let embeddings = if config.tie_word_embeddings {
@@ -400,7 +415,6 @@ fn load_gguf(path: &Path, device: &Device, mode: LoadMode) -> Result<Loaded> {
             } else {
                 Some(gguf.qtensor("token_embd.weight", device)?)
             };
-            let tied = config.tie_word_embeddings;
             let vb = VarBuilder::from_tensors(small, DType::F32, device);
             let mut packed = |name: &str,
                               _inp: usize,
@@ -408,21 +422,13 @@ fn load_gguf(path: &Path, device: &Device, mode: LoadMode) -> Result<Loaded> {
                               bias: bool,
                               vb: &VarBuilder|
              -> candle_core::Result<Linear> {
-                let hf = format!("{name}.weight");
-                let g = if name == "lm_head" && tied {
-                    "token_embd.weight".to_string()
-                } else {
-                    gguf_name(&hf).unwrap_or_else(|| hf.clone())
-                };
                 let err = |e: anyhow::Error| candle_core::Error::Msg(format!("{e:#}"));
+                let g = gguf.linear_weight_name(name);
                 let dense = gguf.qtensor(&g, device).map_err(err)?.dequantize(device)?;
-                let dense = gguf.fix_layout(&hf, dense).map_err(err)?;
-                let b = if bias {
-                    Some(vb.pp(name).get(out, "bias")?)
-                } else {
-                    None
-                };
-                Linear::bf16(&dense, b)
+                let dense = gguf
+                    .fix_layout(&format!("{name}.weight"), dense)
+                    .map_err(err)?;
+                Linear::bf16(&dense, linear_bias(name, out, bias, vb)?)
             };
             Model::build(&config, vb, embeddings, &mut packed)?
         }
@@ -448,16 +454,7 @@ fn load_gguf(path: &Path, device: &Device, mode: LoadMode) -> Result<Loaded> {
         }
         LoadMode::Quantized => {
             // Norms and biases are small: f32. Linear weights stay quantized.
-            let mut small = HashMap::new();
-            let mut names: Vec<String> = gguf.content.tensor_infos.keys().cloned().collect();
-            names.sort();
-            for name in &names {
-                let Some(hf) = hf_name(name) else { continue };
-                if gguf.content.tensor_infos[name].shape.rank() == 1 {
-                    let t = gguf.qtensor(name, device)?.dequantize(device)?;
-                    small.insert(hf.clone(), gguf.fix_layout(&hf, t)?);
-                }
-            }
+            let small = gguf.small_tensors(device)?;
             let embeddings = gguf.qtensor("token_embd.weight", device)?;
             let vb = VarBuilder::from_tensors(small, DType::F32, device);
             let mut quantized = |name: &str,
@@ -466,11 +463,7 @@ fn load_gguf(path: &Path, device: &Device, mode: LoadMode) -> Result<Loaded> {
                                  bias: bool,
                                  vb: &VarBuilder|
              -> candle_core::Result<Linear> {
-                let g = if name == "lm_head" && config.tie_word_embeddings {
-                    "token_embd.weight".to_string()
-                } else {
-                    gguf_name(&format!("{name}.weight")).unwrap_or_else(|| format!("{name}.weight"))
-                };
+                let g = gguf.linear_weight_name(name);
                 let q = gguf
                     .qtensor(&g, device)
                     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
@@ -484,12 +477,7 @@ fn load_gguf(path: &Path, device: &Device, mode: LoadMode) -> Result<Loaded> {
                 } else {
                     q
                 };
-                let b = if bias {
-                    Some(vb.pp(name).get(out, "bias")?)
-                } else {
-                    None
-                };
-                Linear::quantized(q, b)
+                Linear::quantized(q, linear_bias(name, out, bias, vb)?)
             };
             Model::build(&config, vb, Some(embeddings), &mut quantized)?
         }
@@ -576,7 +564,7 @@ fn load_hf_dir(dir: &Path, device: &Device, mode: LoadMode) -> Result<Loaded> {
     let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
     // The f32 tensors are dropped with `vb` once the bf16 layers are built. A Hugging Face
     // directory has no quantized weights, so `Quantized` loads it as f32.
-    let model = if bf16_weights(device, mode) {
+    let model = if mode == LoadMode::Inference && bf16_kernel_on(device) {
         Model::build(&config, vb, None, &mut bf16_linear)?
     } else {
         Model::new(&config, vb)?

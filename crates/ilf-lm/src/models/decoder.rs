@@ -279,14 +279,18 @@ pub(crate) fn dense_linear(
     bias: bool,
     vb: &VarBuilder,
 ) -> Result<Linear> {
-    let vb = vb.pp(name);
-    let w = vb.get((out, inp), "weight")?;
-    let b = if bias {
-        Some(vb.get(out, "bias")?)
-    } else {
-        None
-    };
-    Linear::new(w, b)
+    let w = vb.pp(name).get((out, inp), "weight")?;
+    Linear::new(w, linear_bias(name, out, bias, vb)?)
+}
+
+/// The `[out]` bias of the linear layer `name` from `vb`, when it has one.
+pub(crate) fn linear_bias(
+    name: &str,
+    out: usize,
+    bias: bool,
+    vb: &VarBuilder,
+) -> Result<Option<Tensor>> {
+    bias.then(|| vb.pp(name).get(out, "bias")).transpose()
 }
 
 /// Builds each linear layer: from a `VarBuilder` (dense) or from quantized GGUF tensors.

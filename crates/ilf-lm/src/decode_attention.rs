@@ -48,14 +48,17 @@ pub fn decode_attention(
         let base = (i * nkv + h / rep) * cap * d;
         let qv = &q[bh * d..(bh + 1) * d];
         let start = pads[i].min(len);
-        let scores: Vec<f32> = (start..len)
+        // Scores, then their exponentials in the same buffer.
+        let mut weights: Vec<f32> = (start..len)
             .map(|p| {
                 let kv = &kc[base + p * d..base + (p + 1) * d];
                 qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale
             })
             .collect();
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+        let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for w in &mut weights {
+            *w = (*w - max).exp();
+        }
         let total: f32 = weights.iter().sum();
         for (w, p) in weights.iter().zip(start..len) {
             let vv = &vc[base + p * d..base + (p + 1) * d];

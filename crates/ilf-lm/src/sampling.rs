@@ -239,8 +239,6 @@ struct Row {
     rng: ChaCha8Rng,
     tokens: Vec<u32>,
     limit: usize,
-    /// While being admitted: which fresh prefill holds its prompt's K/V.
-    prefill: Option<usize>,
 }
 
 impl LocalGenerator<'_> {
@@ -263,19 +261,18 @@ impl LocalGenerator<'_> {
             .collect()
     }
 
-    /// Prefills each admitted request's prompt once, draws the first token of each of its
-    /// samples, and returns the new rows with the single-row caches they read from.
+    /// Prefills each admitted request's prompt once and draws the first token of each of its
+    /// samples: per request, its single-row cache and its new rows.
     fn admit(
         &self,
         requests: &[GenRequest],
         prompts: &[Vec<u32>],
         admitted: &[(usize, Vec<usize>)],
-    ) -> Result<(Vec<Row>, Vec<KvCache>)> {
+    ) -> Result<Vec<(KvCache, Vec<Row>)>> {
         let cfg = self.model.config();
         let device = self.model.device();
         let ctx = cfg.max_position_embeddings;
-        let mut rows = Vec::new();
-        let mut prefills = Vec::with_capacity(admitted.len());
+        let mut out = Vec::with_capacity(admitted.len());
         for (r, samples) in admitted {
             let ids = &prompts[*r];
             let mut cache = KvCache::new(cfg, 1, ids.len(), device)?;
@@ -288,21 +285,23 @@ impl LocalGenerator<'_> {
                 .to_vec1::<f32>()?;
             let req = &requests[*r];
             let limit = req.params.max_tokens.min(ctx - ids.len());
-            for &s in samples {
-                let mut rng = sample_rng(req.seed, s);
-                let first = sample_token(&logits, &req.params, &mut rng);
-                rows.push(Row {
-                    request: *r,
-                    sample: s,
-                    rng,
-                    tokens: vec![first],
-                    limit,
-                    prefill: Some(prefills.len()),
-                });
-            }
-            prefills.push(cache);
+            let rows = samples
+                .iter()
+                .map(|&s| {
+                    let mut rng = sample_rng(req.seed, s);
+                    let first = sample_token(&logits, &req.params, &mut rng);
+                    Row {
+                        request: *r,
+                        sample: s,
+                        rng,
+                        tokens: vec![first],
+                        limit,
+                    }
+                })
+                .collect();
+            out.push((cache, rows));
         }
-        Ok((rows, prefills))
+        Ok(out)
     }
 
     /// Continuous batching: up to `batch_size` rows decode together; as rows finish, queued
@@ -369,31 +368,24 @@ impl LocalGenerator<'_> {
                     admitted.push((r, samples[..n].to_vec()));
                     taken += n;
                 }
-                let (new_rows, prefills) = self.admit(requests, prompts, &admitted)?;
+                let fresh = self.admit(requests, prompts, &admitted)?;
                 let mut sources: Vec<(&KvCache, usize)> = Vec::with_capacity(cap);
                 if let Some(c) = cache.as_ref().filter(|_| !rows.is_empty()) {
                     sources.extend((0..rows.len()).map(|i| (c, i)));
                 }
-                sources.extend(
-                    new_rows
-                        .iter()
-                        .map(|row| (&prefills[row.prefill.expect("a new row")], 0)),
-                );
-                let content = |(c, r): &(&KvCache, usize)| c.len() - c.pad(*r);
-                let longest = sources.iter().map(content).max().unwrap_or(0);
+                for (prefill, new_rows) in &fresh {
+                    sources.extend(std::iter::repeat_n((prefill, 0), new_rows.len()));
+                }
                 let to_go = rows
                     .iter()
-                    .chain(&new_rows)
+                    .chain(fresh.iter().flat_map(|(_, r)| r))
                     .map(|row| row.limit.saturating_sub(row.tokens.len()))
                     .max()
                     .unwrap_or(0);
-                let merged = KvCache::gather(&sources, longest + to_go)?;
+                let merged = KvCache::gather(&sources, to_go)?;
                 drop(sources);
                 cache = Some(merged);
-                rows.extend(new_rows.into_iter().map(|row| Row {
-                    prefill: None,
-                    ..row
-                }));
+                rows.extend(fresh.into_iter().flat_map(|(_, r)| r));
                 // The first tokens drawn from the prefill may already end some rows.
                 continue;
             }

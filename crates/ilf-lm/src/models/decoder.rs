@@ -158,8 +158,8 @@ struct Attention {
 struct Step<'a> {
     rope: &'a Rope,
     positions: Option<&'a Tensor>,
-    /// Additive mask `[b or 1, 1, 1, t, keys]`.
-    mask: &'a Tensor,
+    /// Additive mask `[b or 1, 1, 1, t, keys]`; `None` for one token per row on the CPU.
+    mask: Option<&'a Tensor>,
     /// The same mask on the host when it is shared by the batch (`[t, keys]`), for the
     /// training path's softmax op; built once per forward pass, not per layer.
     mask_host: Option<&'a std::sync::Arc<[f32]>>,
@@ -216,12 +216,15 @@ impl Attention {
                 )
             }
         };
+        let mask = step.mask.ok_or_else(|| {
+            candle_core::Error::Msg("attention over many positions needs a mask".into())
+        })?;
         let keys = k.dim(2)?;
         let rep = nh / nkv;
         let q = q.reshape((b, nkv, rep * t, hd))?;
         let raw = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, keys))?;
         let probs = if step.fused {
-            candle_nn::ops::softmax_last_dim(&(raw * scale)?.broadcast_add(step.mask)?)?
+            candle_nn::ops::softmax_last_dim(&(raw * scale)?.broadcast_add(mask)?)?
         } else if let (Some(host), true) = (
             step.mask_host,
             raw.device().is_cpu() && raw.dtype() == DType::F32,
@@ -229,7 +232,7 @@ impl Attention {
             // Training: one op that keeps only the probabilities (see softmax_op.rs).
             crate::softmax_op::masked_softmax(&raw, host, 1, scale)?
         } else {
-            candle_nn::ops::softmax(&(raw * scale)?.broadcast_add(step.mask)?, D::Minus1)?
+            candle_nn::ops::softmax(&(raw * scale)?.broadcast_add(mask)?, D::Minus1)?
         };
         let probs = probs.reshape((b, nkv, rep * t, keys))?;
         let y = probs.matmul(&v.contiguous()?)?;
@@ -363,11 +366,6 @@ impl KvCache {
         self.pads.len()
     }
 
-    /// The left padding of `row` (its first `pad` positions hold nothing).
-    pub fn pad(&self, row: usize) -> usize {
-        self.pads[row]
-    }
-
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -380,69 +378,32 @@ impl KvCache {
     /// A batch cache from single-row prefixes, each repeated `copies` times (the n samples of a
     /// prompt share its prefill), left-padded to the longest, with room up to `capacity`.
     pub fn from_prefixes(parts: &[(&KvCache, usize)], capacity: usize) -> Result<Self> {
-        let Some((first, _)) = parts.first() else {
-            candle_core::bail!("KvCache::from_prefixes needs at least one prefix")
-        };
+        if parts.iter().any(|(c, _)| c.batch() != 1 || c.pads[0] != 0) {
+            candle_core::bail!("KvCache::from_prefixes takes unpadded single-row caches")
+        }
         let longest = parts.iter().map(|(c, _)| c.len).max().unwrap_or(0);
         if longest > capacity {
             candle_core::bail!("prefix of {longest} positions exceeds the capacity {capacity}")
         }
-        for (c, _) in parts {
-            if c.batch() != 1 || c.pads[0] != 0 {
-                candle_core::bail!("KvCache::from_prefixes takes unpadded single-row caches")
-            }
-        }
-        let mut pads = Vec::new();
-        for (c, copies) in parts {
-            pads.extend(std::iter::repeat_n(longest - c.len, *copies));
-        }
-        let mut layers = Vec::with_capacity(first.layers.len());
-        for l in 0..first.layers.len() {
-            let mut kv = [Vec::new(), Vec::new()];
-            for (c, copies) in parts {
-                for (which, src) in [&c.layers[l].k, &c.layers[l].v].into_iter().enumerate() {
-                    let (_, h, _, d) = src.dims4()?;
-                    let body = src.narrow(2, 0, c.len)?;
-                    let padded = if c.len < longest {
-                        let pad =
-                            Tensor::zeros((1, h, longest - c.len, d), DType::F32, src.device())?;
-                        Tensor::cat(&[&pad, &body], 2)?
-                    } else {
-                        body
-                    };
-                    kv[which].push(padded.broadcast_as((*copies, h, longest, d))?);
-                }
-            }
-            let [k, v] = kv.map(|parts| -> Result<Tensor> {
-                let t = Tensor::cat(&parts, 0)?.contiguous()?;
-                let (b, h, _, d) = t.dims4()?;
-                let tail = Tensor::zeros((b, h, capacity - longest, d), DType::F32, t.device())?;
-                // `cat` away from dim 0 can return a strided view; the cache is written in place.
-                Tensor::cat(&[&t, &tail], 2)?.contiguous()
-            });
-            layers.push(LayerCache { k: k?, v: v? });
-        }
-        Ok(Self {
-            layers,
-            len: longest,
-            pads,
-            capacity,
-        })
+        let rows: Vec<(&KvCache, usize)> = parts
+            .iter()
+            .flat_map(|(c, copies)| std::iter::repeat_n((*c, 0), *copies))
+            .collect();
+        Self::gather(&rows, capacity - longest)
     }
 
     /// A batch cache from rows of other caches: each `(cache, row)` keeps its content (the
     /// positions after its padding) and RoPE positions, right-aligned so that every row ends at
-    /// the new length (the longest content); room up to `capacity`. Continuous batching uses it
-    /// to merge running rows with newly prefilled prompts.
-    pub fn gather(rows: &[(&KvCache, usize)], capacity: usize) -> Result<Self> {
+    /// the new length (the longest content). Continuous batching uses it
+    /// to merge running rows with newly prefilled prompts; `room` is the positions left for
+    /// decoding.
+    pub fn gather(rows: &[(&KvCache, usize)], room: usize) -> Result<Self> {
         let Some((first, _)) = rows.first() else {
             candle_core::bail!("KvCache::gather needs at least one row")
         };
         let content = |c: &KvCache, r: usize| c.len - c.pads[r];
         let longest = rows.iter().map(|(c, r)| content(c, *r)).max().unwrap_or(0);
-        if longest > capacity {
-            candle_core::bail!("a row of {longest} positions exceeds the capacity {capacity}")
-        }
+        let capacity = longest + room;
         for (c, r) in rows {
             if c.layers.len() != first.layers.len() || *r >= c.batch() {
                 candle_core::bail!("KvCache::gather: row {r} is not in a cache of this model")
@@ -496,23 +457,31 @@ impl KvCache {
         Ok(())
     }
 
-    /// RoPE positions `[b, t]` and the additive mask `[b, 1, 1, t, len + t]` for `t` new tokens.
-    fn step_inputs(&self, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    /// RoPE positions `[b, t]` and, when `with_mask`, the additive mask `[b, 1, 1, t, len + t]`
+    /// for `t` new tokens (decode attention on the CPU reads the pads instead).
+    fn step_inputs(
+        &self,
+        t: usize,
+        device: &Device,
+        with_mask: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let b = self.batch();
         let keys = self.len + t;
         let mut positions = Vec::with_capacity(b * t);
-        let mut mask = Vec::with_capacity(b * t * keys);
+        let mut mask = Vec::with_capacity(if with_mask { b * t * keys } else { 0 });
         for &pad in &self.pads {
             for j in 0..t {
                 let q = self.len + j;
                 positions.push(q.saturating_sub(pad) as u32);
-                mask.extend((0..keys).map(|p| if p >= pad && p <= q { 0.0 } else { MASKED }));
+                if with_mask {
+                    mask.extend((0..keys).map(|p| if p >= pad && p <= q { 0.0 } else { MASKED }));
+                }
             }
         }
-        Ok((
-            Tensor::from_vec(positions, (b, t), device)?,
-            Tensor::from_vec(mask, (b, 1, 1, t, keys), device)?,
-        ))
+        let mask = with_mask
+            .then(|| Tensor::from_vec(mask, (b, 1, 1, t, keys), device))
+            .transpose()?;
+        Ok((Tensor::from_vec(positions, (b, t), device)?, mask))
     }
 }
 
@@ -677,7 +646,7 @@ impl Model {
         let step = Step {
             rope: &self.rope,
             positions: None,
-            mask: &mask,
+            mask: Some(&mask),
             mask_host: Some(&mask_host),
             pads: None,
             train,
@@ -707,11 +676,13 @@ impl Model {
                 cache.capacity
             )
         }
-        let (positions, mask) = cache.step_inputs(t, &self.device)?;
+        // One new token per row on the CPU: decode attention needs no mask (see Attention).
+        let decode_on_cpu = t == 1 && self.device.is_cpu();
+        let (positions, mask) = cache.step_inputs(t, &self.device, !decode_on_cpu)?;
         let step = Step {
             rope: &self.rope,
             positions: Some(&positions),
-            mask: &mask,
+            mask: mask.as_ref(),
             mask_host: None,
             pads: Some(&cache.pads),
             train: false,

@@ -49,13 +49,13 @@ pub fn train(job: &TrainJob, observer: &mut dyn Observer) -> Result<TrainReport>
         job.options.clone(),
     )?;
     run(&mut trainer, &job.out, job.resume, job.save_every, observer)?;
-    let source = ExportSource {
-        trainable: &trainer.trainable,
-        tokenizer: &base.tokenizer,
-        end_of_text: trainer.end_of_text(),
-        base_spec: &job.base,
-        gguf_metadata: base.gguf_metadata.as_ref(),
-    };
+    let source = ExportSource::new(
+        &trainer.trainable,
+        &base.tokenizer,
+        trainer.end_of_text(),
+        &job.base,
+        base.gguf_metadata.as_ref(),
+    );
     let exports = job
         .exports
         .iter()

@@ -12,16 +12,30 @@ use ilf_train::trainable::Method;
 use ilf_train::trainer::{TrainOptions, Trainer};
 
 fn trained(arch: Architecture, method: Method) -> Trainer {
-    let cfg = common::config(arch);
-    let options = TrainOptions {
-        method,
+    trained_with(
+        arch,
+        TrainOptions {
+            method,
+            ..options()
+        },
+    )
+}
+
+/// The tests' settings: one epoch of the common examples, 2 per step, lr 1e-2.
+fn options() -> TrainOptions {
+    TrainOptions {
         lr: 1e-2,
         epochs: 1,
         batch: 2,
         micro_batch: 1,
         max_len: 64,
         ..Default::default()
-    };
+    }
+}
+
+/// Trains the tiny model of `arch` (weights seed 11) to the end of `options`.
+fn trained_with(arch: Architecture, options: TrainOptions) -> Trainer {
+    let cfg = common::config(arch);
     let mut t = Trainer::new(
         &cfg,
         common::weights(&cfg, 11),
@@ -46,13 +60,7 @@ fn lora() -> Method {
 }
 
 fn source<'a>(t: &'a Trainer, tokenizer: &'a tokenizers::Tokenizer) -> ExportSource<'a> {
-    ExportSource {
-        trainable: &t.trainable,
-        tokenizer,
-        end_of_text: t.end_of_text(),
-        base_spec: "tiny",
-        gguf_metadata: None,
-    }
+    ExportSource::new(&t.trainable, tokenizer, t.end_of_text(), "tiny", None)
 }
 
 fn ids() -> Tensor {
@@ -176,10 +184,8 @@ fn peft_adapter_directory_loads_as_a_model() {
     export(&source(&untrained, &tokenizer), ExportFormat::Hf, &base_dir).unwrap();
 
     let run_dir = root.path().join("run");
-    let src = ExportSource {
-        base_spec: "../../base/hf",
-        ..source(&t, &tokenizer)
-    };
+    let mut src = source(&t, &tokenizer);
+    src.base_spec = "../../base/hf";
     let adapter = export(&src, ExportFormat::Peft, &run_dir).unwrap();
     let spec = adapter.to_str().unwrap();
     // Not the untrained base: the adapter changes the logits.
@@ -229,16 +235,14 @@ fn a_merged_export_over_a_bf16_base_adds_the_adapters_to_the_f32_base() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::config(Architecture::Qwen2);
     let base_weights = common::weights(&cfg, 11);
-    // The base on disk: the same weights, untrained, as a Hugging Face directory.
+    // The base on disk: the same weights, untrained (built, never stepped), as a
+    // Hugging Face directory.
     let untrained = Trainer::new(
         &cfg,
         base_weights.clone(),
         &tokenizer,
         &common::examples(),
-        TrainOptions {
-            max_len: 64,
-            ..Default::default()
-        },
+        options(),
     )
     .unwrap();
     let base_dir = export(
@@ -249,37 +253,32 @@ fn a_merged_export_over_a_bf16_base_adds_the_adapters_to_the_f32_base() {
     .unwrap();
     drop(untrained);
 
-    let options = TrainOptions {
-        method: lora(),
-        base_dtype: BaseDtype::Bf16,
-        lr: 1e-2,
-        epochs: 1,
-        batch: 2,
-        micro_batch: 1,
-        max_len: 64,
-        ..Default::default()
-    };
-    let mut t = Trainer::new(
-        &cfg,
-        base_weights.clone(),
-        &tokenizer,
-        &common::examples(),
-        options,
-    )
-    .unwrap();
-    while !t.is_done() {
-        t.step(&mut |_| {}).unwrap();
-    }
+    let t = trained_with(
+        Architecture::Qwen2,
+        TrainOptions {
+            method: lora(),
+            base_dtype: BaseDtype::Bf16,
+            ..options()
+        },
+    );
     assert!(t.trainable.base_is_bf16());
     // Without the base the merge cannot be exact, and says so.
     assert!(t.trainable.merged_tensors().is_err());
     let base_spec = base_dir.to_str().unwrap().to_string();
-    let src = ExportSource {
-        base_spec: &base_spec,
-        ..source(&t, &tokenizer)
-    };
+    let mut src = source(&t, &tokenizer);
+    src.base_spec = &base_spec;
     let out = export(&src, ExportFormat::Hf, &dir.path().join("merged")).unwrap();
     let (_, merged, _) = ilf_lm::load_f32_weights(out.to_str().unwrap()).unwrap();
+    // A second format from the same source reuses the merge: the GGUF holds the same weights.
+    let gguf = export(&src, ExportFormat::Gguf, &dir.path().join("merged")).unwrap();
+    let (_, from_gguf, _) = ilf_lm::load_f32_weights(gguf.to_str().unwrap()).unwrap();
+    for (name, w) in &merged {
+        assert_eq!(
+            common::max_diff(w, &from_gguf[name]),
+            0.0,
+            "{name} in the GGUF"
+        );
+    }
     let scale = 8.0 / 4.0;
     for adapter in &t.trainable.adapters {
         let name = format!("{}.weight", adapter.module);

@@ -37,13 +37,13 @@ pub fn write(source: &ExportSource, path: &Path, tensor_type: TensorType) -> Res
     let config = source.trainable.model.config();
     let metadata = metadata(source, config, tensor_type)?;
     let mut tensors = Vec::new();
-    for (hf, t) in source.trainable.merged_tensors_for(source.base_spec)? {
-        let t = to_gguf_layout(config, &hf, t)?;
+    for (hf, t) in source.merged_tensors()? {
+        let t = to_gguf_layout(config, hf, t.clone())?;
         let dtype = match (tensor_type, t.rank()) {
             (TensorType::F16, 2) => GgmlDType::F16,
             _ => GgmlDType::F32,
         };
-        tensors.push((gguf_name(&hf)?, QTensor::quantize(&t, dtype)?));
+        tensors.push((gguf_name(hf)?, QTensor::quantize(&t, dtype)?));
     }
     let tmp = path.with_extension("gguf.tmp");
     {

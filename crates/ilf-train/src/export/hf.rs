@@ -16,7 +16,7 @@ pub fn write(source: &ExportSource, dir: &Path) -> Result<()> {
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     write_tensors(
         &dir.join("model.safetensors"),
-        &source.trainable.merged_tensors_for(source.base_spec)?,
+        source.merged_tensors()?,
         Some(metadata),
     )?;
     let tokenizer_path = dir.join("tokenizer.json");

@@ -10,6 +10,7 @@ pub mod peft;
 use crate::trainable::Trainable;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file;
+use candle_core::Tensor;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
@@ -50,6 +51,38 @@ pub struct ExportSource<'a> {
     pub base_spec: &'a str,
     /// The base's GGUF metadata, when the base was a GGUF file.
     pub gguf_metadata: Option<&'a HashMap<String, gguf_file::Value>>,
+    /// The merged tensors, built once for every export that writes them (over a bf16 base the
+    /// merge reloads the f32 base from `base_spec`).
+    merged: std::cell::OnceCell<Vec<(String, Tensor)>>,
+}
+
+impl<'a> ExportSource<'a> {
+    pub fn new(
+        trainable: &'a Trainable,
+        tokenizer: &'a Tokenizer,
+        end_of_text: u32,
+        base_spec: &'a str,
+        gguf_metadata: Option<&'a HashMap<String, gguf_file::Value>>,
+    ) -> Self {
+        Self {
+            trainable,
+            tokenizer,
+            end_of_text,
+            base_spec,
+            gguf_metadata,
+            merged: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Every tensor of the trained model, LoRA merged in ([`Trainable::merged_tensors_for`]),
+    /// computed on first use.
+    pub(crate) fn merged_tensors(&self) -> Result<&[(String, Tensor)]> {
+        if let Some(m) = self.merged.get() {
+            return Ok(m);
+        }
+        let m = self.trainable.merged_tensors_for(self.base_spec)?;
+        Ok(self.merged.get_or_init(|| m))
+    }
 }
 
 /// Writes `format` into `out_dir` and returns the path written.

@@ -37,13 +37,7 @@ pub fn base_spec(run: &RunDir) -> Result<String> {
         config.eos_token_ids = vec![end_of_text];
         let weights = ilf_lm::load::tiny_random_weights(&config, seed, &Device::Cpu)?;
         let trainable = Trainable::new(&config, weights, Method::Full, seed)?;
-        let source = ExportSource {
-            trainable: &trainable,
-            tokenizer: &tokenizer,
-            end_of_text,
-            base_spec: TINY_MODEL,
-            gguf_metadata: None,
-        };
+        let source = ExportSource::new(&trainable, &tokenizer, end_of_text, TINY_MODEL, None);
         let hf = export(&source, ExportFormat::Hf, dir)?;
         Ok((vec![hf], ()))
     })?;

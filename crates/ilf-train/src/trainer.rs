@@ -68,6 +68,17 @@ impl BaseDtype {
     }
 }
 
+impl std::str::FromStr for BaseDtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(BaseDtype::F32),
+            "bf16" => Ok(BaseDtype::Bf16),
+            other => Err(format!("unknown base dtype {other:?} (f32 or bf16)")),
+        }
+    }
+}
+
 impl Default for TrainOptions {
     /// The paper's settings (`ilf-method.md` section 4): lr 5e-6, 2 epochs, batch 32 as 32
     /// micro-batches of 1, no warm-up, no weight decay, clipping at 1.0, 1024 tokens, seed 42.

@@ -14,14 +14,6 @@ use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::time::Instant;
 
-fn parse_base_dtype(s: &str) -> Result<BaseDtype, String> {
-    match s {
-        "f32" => Ok(BaseDtype::F32),
-        "bf16" => Ok(BaseDtype::Bf16),
-        other => Err(format!("unknown base dtype {other:?} (f32 or bf16)")),
-    }
-}
-
 /// Fine-tune a model on prompt/completion JSONL with loss on the completion only.
 ///
 /// Defaults are the paper's: AdamW, lr 5e-6, linear decay without warm-up, 2 epochs, batch 32
@@ -44,7 +36,7 @@ pub struct TrainArgs {
     pub lora: bool,
     /// LoRA only: hold the frozen base as bf16 (f32 or bf16). Forward and backward through it
     /// run on ilf's bf16 kernel, at the memory of the f32 base; adapters and optimizer stay f32.
-    #[arg(long, env = "ILF_TRAIN_BASE_DTYPE", default_value = "f32", value_parser = parse_base_dtype)]
+    #[arg(long, env = "ILF_TRAIN_BASE_DTYPE", default_value = "f32")]
     pub base_dtype: BaseDtype,
     /// LoRA rank.
     #[arg(long, env = "ILF_TRAIN_RANK", default_value_t = 16)]

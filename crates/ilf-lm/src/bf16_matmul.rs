@@ -230,6 +230,18 @@ struct Out {
 }
 
 impl Out {
+    /// The block whose element (0, 0) is this one's (`r`, `i`).
+    ///
+    /// # Safety
+    /// `(r, i)` must be inside this block.
+    #[inline(always)]
+    unsafe fn at(self, r: usize, i: usize) -> Out {
+        Out {
+            ptr: self.ptr.add(i * self.row_stride + r),
+            row_stride: self.row_stride,
+        }
+    }
+
     /// # Safety
     /// `(r, i)` must be inside the task's block.
     #[inline(always)]
@@ -362,38 +374,48 @@ mod x86 {
         out: Out,
     ) {
         let (wp, xp) = (w.as_ptr() as *const u16, x.as_ptr() as *const u16);
+        walk_tiles(rows, m, MB, stride, wp, |r, i, nr, ni, pf| {
+            let (wt, xt, ot) = (wp.add(r * stride), xp.add(i * stride), out.at(r, i));
+            match (nr, ni) {
+                (4, 4) => tile_bf16::<4, 4>(wt, xt, stride, ot, pf),
+                (4, 3) => tile_bf16::<4, 3>(wt, xt, stride, ot, pf),
+                (4, 2) => tile_bf16::<4, 2>(wt, xt, stride, ot, pf),
+                (4, 1) => tile_bf16::<4, 1>(wt, xt, stride, ot, pf),
+                (_, 4) => tile_bf16::<1, 4>(wt, xt, stride, ot, pf),
+                (_, 3) => tile_bf16::<1, 3>(wt, xt, stride, ot, pf),
+                (_, 2) => tile_bf16::<1, 2>(wt, xt, stride, ot, pf),
+                _ => tile_bf16::<1, 1>(wt, xt, stride, ot, pf),
+            }
+        });
+    }
+
+    /// The tile walk both kernels share: weight rows in tiles of `R` (a partial tile one row at a
+    /// time), activation rows in tiles of up to `mb`. `tile(r, i, nr, ni, prefetch)` computes
+    /// one; `prefetch` is the next weight tile on its first pass over a weight tile (so the next
+    /// tile's stream from memory overlaps this one's arithmetic), null otherwise.
+    #[inline(always)]
+    unsafe fn walk_tiles(
+        rows: usize,
+        m: usize,
+        mb: usize,
+        stride: usize,
+        wp: *const u16,
+        mut tile: impl FnMut(usize, usize, usize, usize, *const u16),
+    ) {
         let mut r = 0;
         while r < rows {
             let nr = (rows - r).min(R);
             let mut i = 0;
             while i < m {
-                let ni = (m - i).min(MB);
-                let wt = wp.add(r * stride);
-                let xt = xp.add(i * stride);
-                let ot = Out {
-                    ptr: out.ptr.add(i * out.row_stride + r),
-                    row_stride: out.row_stride,
-                };
-                // The first pass over a weight tile also prefetches the next tile into L2, so
-                // its stream from memory overlaps this tile's arithmetic.
+                let ni = (m - i).min(mb);
                 let pf = if i == 0 && r + nr < rows {
                     wp.add((r + nr) * stride)
                 } else {
                     std::ptr::null()
                 };
-                match (nr, ni) {
-                    (4, 4) => tile_bf16::<4, 4>(wt, xt, stride, ot, pf),
-                    (4, 3) => tile_bf16::<4, 3>(wt, xt, stride, ot, pf),
-                    (4, 2) => tile_bf16::<4, 2>(wt, xt, stride, ot, pf),
-                    (4, 1) => tile_bf16::<4, 1>(wt, xt, stride, ot, pf),
-                    (_, 4) => tile_bf16::<1, 4>(wt, xt, stride, ot, pf),
-                    (_, 3) => tile_bf16::<1, 3>(wt, xt, stride, ot, pf),
-                    (_, 2) => tile_bf16::<1, 2>(wt, xt, stride, ot, pf),
-                    _ => tile_bf16::<1, 1>(wt, xt, stride, ot, pf),
-                }
+                tile(r, i, nr, ni, pf);
                 i += ni;
             }
-            // A partial tile of weight rows goes one row at a time.
             r += if nr == R { R } else { 1 };
         }
     }
@@ -455,34 +477,15 @@ mod x86 {
         out: Out,
     ) {
         let (wp, xp) = (w.as_ptr() as *const u16, x.as_ptr());
-        let mut r = 0;
-        while r < rows {
-            let nr = (rows - r).min(4);
-            let mut i = 0;
-            while i < m {
-                let ni = (m - i).min(2);
-                let wt = wp.add(r * stride);
-                let xt = xp.add(i * stride);
-                let ot = Out {
-                    ptr: out.ptr.add(i * out.row_stride + r),
-                    row_stride: out.row_stride,
-                };
-                // As in the AVX512-BF16 kernel: the first pass prefetches the next tile.
-                let pf = if i == 0 && r + nr < rows {
-                    wp.add((r + nr) * stride)
-                } else {
-                    std::ptr::null()
-                };
-                match (nr, ni) {
-                    (4, 2) => tile_avx2::<4, 2>(wt, xt, stride, ot, pf),
-                    (4, _) => tile_avx2::<4, 1>(wt, xt, stride, ot, pf),
-                    (_, 2) => tile_avx2::<1, 2>(wt, xt, stride, ot, pf),
-                    _ => tile_avx2::<1, 1>(wt, xt, stride, ot, pf),
-                }
-                i += ni;
+        walk_tiles(rows, m, 2, stride, wp, |r, i, nr, ni, pf| {
+            let (wt, xt, ot) = (wp.add(r * stride), xp.add(i * stride), out.at(r, i));
+            match (nr, ni) {
+                (4, 2) => tile_avx2::<4, 2>(wt, xt, stride, ot, pf),
+                (4, _) => tile_avx2::<4, 1>(wt, xt, stride, ot, pf),
+                (_, 2) => tile_avx2::<1, 2>(wt, xt, stride, ot, pf),
+                _ => tile_avx2::<1, 1>(wt, xt, stride, ot, pf),
             }
-            r += if nr == 4 { 4 } else { 1 };
-        }
+        });
     }
 
     #[inline]
@@ -499,7 +502,7 @@ mod x86 {
         while c < stride {
             if !prefetch.is_null() && c % super::LANES == 0 {
                 // One 64-byte line (32 bf16) per row, every fourth chunk of 8.
-                for r in 0..4 {
+                for r in 0..R {
                     _mm_prefetch::<_MM_HINT_T1>(prefetch.wrapping_add(r * stride + c) as *const i8);
                 }
             }

@@ -93,7 +93,7 @@ pub struct Bf16Weight {
 }
 
 /// Rows of the weight handed to one rayon task: enough work to amortise the task, small enough
-/// that the 7 × 128-row K/V projections still spread over both cores.
+/// that the 0.5B model's 128-row K/V projections still split over two cores.
 const ROWS_PER_TASK: usize = 64;
 
 impl Bf16Weight {

@@ -21,7 +21,7 @@ use tokenizers::Tokenizer;
 pub enum LoadMode {
     /// The fastest format for sampling on this device. On a CPU with AVX2 (or AVX512-BF16):
     /// linear weights as bf16 for ilf's own kernel (bf16_matmul.rs), half the memory of f32 and
-    /// 2–5× faster per layer at decoding's row counts (bench_linear); elsewhere, as [`Self::F32`].
+    /// 3–5× faster per layer at 10 rows (bench_linear); elsewhere, as [`Self::F32`].
     Inference,
     /// Frozen f32 linear weights multiplied by candle's GEMM: the checkpoint's exact numerics,
     /// for reference checks and comparisons.

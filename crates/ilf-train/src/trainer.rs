@@ -57,8 +57,8 @@ pub enum BaseDtype {
     F32,
     /// bf16 in both orientations, forward and input gradient on ilf's bf16 kernel (on a CPU
     /// with AVX2 or AVX512-BF16; elsewhere the base stays f32, with a warning): the same memory
-    /// as f32, the precision the model was trained in, and on AVX512-BF16 twice f32's
-    /// multiply-add rate. Adapters and optimizer stay f32.
+    /// as f32 and the precision the model was trained in; on AVX512-BF16, bench_train measured
+    /// 1.77× the f32 base's tokens/s. Adapters and optimizer stay f32.
     Bf16,
 }
 

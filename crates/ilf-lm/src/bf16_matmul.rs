@@ -169,11 +169,6 @@ impl Bf16Weight {
         out
     }
 
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.data.len() * 2
-    }
-
     /// `x Wᵀ` for `x` of `[m, cols]` (row-major f32): returns `[m, rows]`.
     pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
         self.matmul_t_with(Kernel::best(), x, m)
@@ -268,11 +263,6 @@ impl FrozenBf16 {
             w: Bf16Weight::from_f32(w, out, inp),
             wt: Bf16Weight::from_f32_transposed(w, out, inp),
         }
-    }
-
-    /// Bytes held by both orientations.
-    pub fn bytes(&self) -> usize {
-        self.w.bytes() + self.wt.bytes()
     }
 }
 
